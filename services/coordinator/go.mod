@@ -1,0 +1,3 @@
+module github.com/sollol/mesh/services/coordinator
+
+go 1.26

@@ -1,0 +1,3 @@
+module github.com/sollol/mesh/services/discovery
+
+go 1.26

@@ -1,0 +1,3 @@
+module github.com/sollol/mesh/services/e2e
+
+go 1.26

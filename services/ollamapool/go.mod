@@ -1,0 +1,3 @@
+module github.com/sollol/mesh/services/ollamapool
+
+go 1.26

@@ -1,0 +1,3 @@
+module github.com/sollol/mesh/services/router
+
+go 1.26

@@ -1,0 +1,3 @@
+module github.com/sollol/mesh/services/sollol
+
+go 1.26
