@@ -51,8 +51,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	ec.ListenPeerUrls = []url.URL{*peerURL}
 	ec.AdvertisePeerUrls = []url.URL{*peerURL}
 	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
-	// etcd logs through zap at info by default; its chatter would drown the mesh's own logs.
-	ec.LogLevel = "error"
+	// etcd logs through zap at info by default, and even at error level it reports its own
+	// orderly shutdown as failures. Its real failures reach us anyway: StartEtcd's error and
+	// the Err channel, which the mesh logs in its own format.
+	ec.LogLevel = "panic"
 	// Compact history hourly so a long-lived `sollol up` does not grow without bound.
 	ec.AutoCompactionMode = "periodic"
 	ec.AutoCompactionRetention = "1h"

@@ -6,9 +6,11 @@ package grpcserver
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -198,4 +200,13 @@ func (s *Service) Stop(ctx context.Context) error {
 	s.health.Shutdown()
 	s.log.Info("grpc server stopped")
 	return nil
+}
+
+// RegisterFlags declares the flags of one service's listener, named after prefix (e.g.
+// "router." gives --router.grpc-addr), with defaultAddr as the listen default.
+func (c *Config) RegisterFlags(fs *flag.FlagSet, prefix, defaultAddr string) {
+	fs.StringVar(&c.Addr, prefix+"grpc-addr", defaultAddr, "gRPC listen address of "+strings.TrimSuffix(prefix, "."))
+	fs.StringVar(&c.AdvertiseAddr, prefix+"advertise-addr", "", "address other services dial to reach this one (default: the listen address, wildcard host replaced by this machine's address)")
+	fs.DurationVar(&c.DrainTimeout, prefix+"drain-timeout", 10*time.Second, "how long in-flight RPCs may finish at shutdown")
+	fs.DurationVar(&c.RegistrationTTL, prefix+"registration-ttl", 10*time.Second, "lease TTL of this instance's registration in etcd")
 }
