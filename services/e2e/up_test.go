@@ -70,6 +70,11 @@ func TestUpServesThenStopsCleanlyOnSIGTERM(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, http.StatusNotImplemented, code, body)
 
+	code, body, err = httpGet("http://" + ports.http + "/sollol/v1/openapi.json")
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, "/sollol/v1/chat")
+
 	code, body, err = httpGet("http://" + ports.http + "/metrics")
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, code)

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/sollol/mesh/gen"
 	routerv1 "github.com/sollol/mesh/gen/go/sollol/router/v1"
 	"github.com/sollol/mesh/services/shared/grpcserver"
 )
@@ -89,8 +90,17 @@ func (s *Service) Stop(ctx context.Context) error {
 	return err
 }
 
-// HTTPHandler serves the REST API under /sollol/v1/.
-func (s *Service) HTTPHandler() http.Handler { return s.gateway }
+// HTTPHandler serves the REST API under /sollol/v1/ and its OpenAPI document at
+// /sollol/v1/openapi.json.
+func (s *Service) HTTPHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /sollol/v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(gen.RouterOpenAPI)
+	})
+	mux.Handle("/", s.gateway)
+	return mux
+}
 
 // dialable turns a listen address with a wildcard host into one a local client can dial.
 func dialable(addr string) string {
