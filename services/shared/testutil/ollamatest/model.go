@@ -29,19 +29,21 @@ const TinyTemplate = `{{- range .Messages }}
 {{ end }}
 {{- end }}Assistant:`
 
-// TinyParameters are the Modelfile parameters of models made by
+// TinyParameters returns the Modelfile parameters of models made by
 // CreateTinyModel. One thread per model keeps several servers on a small
 // machine from oversubscribing the CPU.
-var TinyParameters = map[string]any{
-	"num_thread": 1,
-	"num_ctx":    tinymodel.ContextLen,
+func TinyParameters() map[string]any {
+	return map[string]any{
+		"num_thread": 1,
+		"num_ctx":    tinymodel.ContextLen,
+	}
 }
 
 // TinyModelfile is the Modelfile equivalent of what CreateTinyModel creates,
 // written next to the GGUF file for reference and for `ollama create -f`.
 func TinyModelfile(ggufName string) string {
 	return fmt.Sprintf("FROM ./%s\nTEMPLATE \"\"\"%s\"\"\"\nPARAMETER num_thread %d\nPARAMETER num_ctx %d\n",
-		ggufName, TinyTemplate, TinyParameters["num_thread"], TinyParameters["num_ctx"])
+		ggufName, TinyTemplate, TinyParameters()["num_thread"], TinyParameters()["num_ctx"])
 }
 
 // CreateTinyModel creates model name on the server from tinymodel's default
@@ -86,7 +88,7 @@ func (s *Server) CreateTinyModelWith(t testing.TB, name string, opts tinymodel.O
 		"model":      name,
 		"files":      map[string]string{ggufName: digest},
 		"template":   TinyTemplate,
-		"parameters": TinyParameters,
+		"parameters": TinyParameters(),
 		"stream":     &stream,
 	}
 	body, _ := json.Marshal(req)

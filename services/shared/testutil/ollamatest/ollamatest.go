@@ -10,8 +10,12 @@
 // Each server listens on its own free 127.0.0.1 port with its own models and
 // home folders under t.TempDir(), runs in its own process group (so the model
 // runners it spawns go with it), and is stopped by t.Cleanup, which also
-// checks that no process of the group survives. Several servers can run in
-// one test.
+// checks that no process of the group survives. Should the test process die
+// without cleaning up (a -timeout panic, SIGKILL), a small watchdog process
+// kills the group. Several servers can run in one test.
+//
+// Ollama runs the tiny model (tinymodel) in its llama.cpp runner; with
+// WithEnv("OLLAMA_NEW_ENGINE", "1") in its own Go engine.
 package ollamatest
 
 import (
@@ -137,6 +141,12 @@ type Server struct {
 	client  *http.Client
 	cfg     config
 
+	// The watchdog kills the group should the test process die without
+	// cleaning up (a -timeout panic, a crash, SIGKILL): it waits for EOF on
+	// a pipe whose write end only this process holds.
+	watchdog     *exec.Cmd
+	watchdogPipe *os.File
+
 	stopOnce sync.Once
 }
 
@@ -218,9 +228,10 @@ func start(t testing.TB, cfg config, dir string, attempt int) (*Server, error) {
 		cmd:     cmd,
 		pgid:    cmd.Process.Pid, // Setpgid: the leader's pid is the group id
 		exited:  make(chan struct{}),
-		client:  &http.Client{Transport: &http.Transport{DisableKeepAlives: false, MaxIdleConnsPerHost: 16}},
+		client:  &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}},
 		cfg:     cfg,
 	}
+	s.startWatchdog()
 	go func() {
 		s.waitErr = cmd.Wait()
 		logFile.Close()
@@ -331,13 +342,17 @@ func (s *Server) Processes() []int { return groupMembers(s.pgid) }
 // Exited is closed when the server process has exited.
 func (s *Server) Exited() <-chan struct{} { return s.exited }
 
-// Stop stops the server: SIGTERM to the process group, a bounded wait, then
-// SIGKILL to whatever is left of the group. It fails the test when a process
-// of the group survives. Safe to call more than once, and after Kill.
+// Stop stops the server: SIGTERM to `ollama serve` (which then kills and
+// reaps its runners), a bounded wait, then SIGKILL to whatever is left of the
+// process group. It fails the test when a process of the group survives.
+// Safe to call more than once, and after Kill.
 func (s *Server) Stop() {
 	s.stopOnce.Do(func() {
 		defer s.client.CloseIdleConnections()
-		_ = syscall.Kill(-s.pgid, syscall.SIGTERM)
+		s.stopWatchdog()
+		// Not the whole group: a runner that exits before its parent has
+		// reaped it stays a zombie where init does not reap orphans.
+		_ = syscall.Kill(s.pgid, syscall.SIGTERM)
 		select {
 		case <-s.exited:
 		case <-time.After(s.cfg.stopTimeout):
@@ -358,6 +373,37 @@ func (s *Server) Kill() {
 		s.t.Errorf("ollamatest: ollama (pid %d) still running 10s after SIGKILL", s.pgid)
 	}
 	s.Stop()
+}
+
+// startWatchdog starts `sh -c 'read; kill -KILL -PGID'` in a process group
+// of its own, reading from a pipe. Pdeathsig alone is not enough: it covers
+// `ollama serve` but not the runners it starts, which survive their parent.
+func (s *Server) startWatchdog() {
+	r, w, err := os.Pipe()
+	if err != nil {
+		s.t.Logf("ollamatest: no watchdog: %v", err)
+		return
+	}
+	defer r.Close()
+	cmd := exec.Command("/bin/sh", "-c", `read -r _; kill -s KILL -- "-$1"`, "ollamatest-watchdog", strconv.Itoa(s.pgid))
+	cmd.Stdin = r
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		s.t.Logf("ollamatest: no watchdog: %v", err)
+		return
+	}
+	s.watchdog, s.watchdogPipe = cmd, w
+}
+
+// stopWatchdog disarms the watchdog: it is killed before its pipe closes.
+func (s *Server) stopWatchdog() {
+	if s.watchdog == nil {
+		return
+	}
+	_ = s.watchdog.Process.Kill()
+	_ = s.watchdog.Wait()
+	_ = s.watchdogPipe.Close()
 }
 
 // reapGroup kills what is left of the group and waits, bounded, until no

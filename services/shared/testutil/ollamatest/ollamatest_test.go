@@ -5,14 +5,21 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/sollol/mesh/services/shared/testutil/ollamatest"
+	"github.com/sollol/mesh/services/shared/tinymodel"
 )
 
 const numPredict = 16
@@ -140,6 +147,19 @@ func TestGenerateAndChatStream(t *testing.T) {
 	t.Logf("chat: %d chunks, %q", chat.chunks, chat.text)
 	requireExact(t, chat)
 
+	// Long generations with Ollama's default sampler (temperature 0.8,
+	// repeat penalty) also run to their limit: the model never repeats a
+	// token text, which Ollama would cut short after 30 repeats.
+	long := stream(t, srv, "/api/generate", map[string]any{
+		"model": "tiny", "prompt": "Go on for a while.",
+		"options": map[string]any{"num_predict": 200, "seed": 1},
+	})
+	require.Equal(t, 200, long.final.EvalCount)
+	requirePrintableASCII(t, long.text)
+
+	// The OpenAI-compatible endpoint streams too (SSE).
+	openAIChatStream(t, srv, "tiny")
+
 	// A runner serves the model, in the server's process group.
 	procs := srv.Processes()
 	require.GreaterOrEqual(t, len(procs), 2, "server and runner: %v", procs)
@@ -147,6 +167,69 @@ func TestGenerateAndChatStream(t *testing.T) {
 	srv.Stop()
 	require.Empty(t, srv.Processes(), "no process of the group survives Stop")
 	srv.Stop() // idempotent
+}
+
+func openAIChatStream(t *testing.T, srv *ollamatest.Server, model string) {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{
+		"model": model, "stream": true, "max_tokens": numPredict, "temperature": 0,
+		"stream_options": map[string]any{"include_usage": true},
+		"messages":       []map[string]string{{"role": "user", "content": "Hi"}},
+	})
+	resp, err := srv.Client().Post(srv.URL()+"/v1/chat/completions", "application/json", bytes.NewReader(body))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, resp.Header.Get("Content-Type"), "text/event-stream")
+	var text string
+	var events, completionTokens int
+	sawDone := false
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		if data == "[DONE]" {
+			sawDone = true
+			break
+		}
+		var ev struct {
+			Choices []struct {
+				Delta struct {
+					Content string `json:"content"`
+				} `json:"delta"`
+			} `json:"choices"`
+			Usage *struct {
+				CompletionTokens int `json:"completion_tokens"`
+			} `json:"usage"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(data), &ev))
+		for _, c := range ev.Choices {
+			text += c.Delta.Content
+		}
+		if ev.Usage != nil {
+			completionTokens = ev.Usage.CompletionTokens
+		}
+		events++
+	}
+	require.NoError(t, sc.Err())
+	require.True(t, sawDone)
+	require.GreaterOrEqual(t, events, numPredict/2)
+	require.Equal(t, numPredict, completionTokens)
+	requirePrintableASCII(t, text)
+}
+
+// TestOllamaEngine runs the tiny model (in f16) on Ollama's own Go engine
+// instead of the llama.cpp runner that Ollama picks for "llama" models.
+func TestOllamaEngine(t *testing.T) {
+	srv := ollamatest.Start(t, ollamatest.WithEnv("OLLAMA_NEW_ENGINE", "1"))
+	srv.CreateTinyModelWith(t, "tiny16", tinymodel.Options{F16: true, Seed: 3})
+	r := generate(t, srv, "tiny16", "Hello")
+	t.Logf("ollama engine: %q", r.text)
+	requireExact(t, r)
+	require.Equal(t, r.text, generate(t, srv, "tiny16", "Hello").text)
+	require.Contains(t, srv.Log(), "--ollama-engine --model", "runner used Ollama's engine")
 }
 
 func TestTwoServers(t *testing.T) {
@@ -226,6 +309,72 @@ func TestKill(t *testing.T) {
 	require.Empty(t, srv.Processes(), "Kill takes the runner down too")
 	_, err := http.Get(srv.URL() + "/api/version")
 	require.Error(t, err)
+}
+
+// TestCrashedTestLeavesNoProcesses runs a test binary that starts a server,
+// loads a model (so a runner child exists) and then dies by SIGKILL without
+// any cleanup: the watchdog must take the whole group down.
+func TestCrashedTestLeavesNoProcesses(t *testing.T) {
+	if os.Getenv("OLLAMATEST_CRASH_CHILD") == "1" {
+		srv := ollamatest.Start(t)
+		srv.CreateTinyModel(t, "tiny")
+		generate(t, srv, "tiny", "hi")
+		fmt.Printf("PGID=%d PROCS=%d\n", srv.PID(), len(srv.Processes()))
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	}
+	bin := ollamatest.Binary(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashedTestLeavesNoProcesses$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "OLLAMATEST_CRASH_CHILD=1", ollamatest.EnvBinary+"="+bin, "TMPDIR="+t.TempDir())
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	require.Error(t, err, "the child kills itself")
+	var pgid, procs int
+	_, scanErr := fmt.Sscanf(string(out[bytes.Index(out, []byte("PGID=")):]), "PGID=%d PROCS=%d", &pgid, &procs)
+	require.NoError(t, scanErr, "child output: %s\n%s", out, stderr.Bytes())
+	require.GreaterOrEqual(t, procs, 2, "server and runner were running")
+	require.Eventually(t, func() bool { return len(ollamatest.GroupMembers(pgid)) == 0 },
+		10*time.Second, 20*time.Millisecond, "processes of group %d outlive the crashed test", pgid)
+}
+
+func TestBinaryMissing(t *testing.T) {
+	t.Setenv(ollamatest.EnvBinary, filepath.Join(t.TempDir(), "no-ollama"))
+	t.Setenv("CI", "")
+	t.Setenv(ollamatest.EnvRequire, "")
+	tb := &fakeTB{TB: t}
+	require.Empty(t, ollamatest.Binary(tb))
+	require.Empty(t, tb.fatal)
+	require.Contains(t, tb.skip, "scripts/build-ollama.sh")
+
+	t.Setenv("CI", "true")
+	tb = &fakeTB{TB: t}
+	ollamatest.Binary(tb)
+	require.Contains(t, tb.fatal, "scripts/build-ollama.sh")
+
+	t.Setenv("CI", "")
+	t.Setenv(ollamatest.EnvRequire, "1")
+	tb = &fakeTB{TB: t}
+	ollamatest.Binary(tb)
+	require.Contains(t, tb.fatal, "scripts/build-ollama.sh")
+}
+
+// fakeTB records Skip and Fatalf instead of ending the test.
+type fakeTB struct {
+	testing.TB
+	skip, fatal string
+}
+
+func (f *fakeTB) Helper() {}
+func (f *fakeTB) Skip(args ...any) {
+	if f.skip == "" && f.fatal == "" {
+		f.skip = fmt.Sprint(args...)
+	}
+}
+func (f *fakeTB) Fatalf(format string, args ...any) {
+	if f.fatal == "" {
+		f.fatal = fmt.Sprintf(format, args...)
+	}
 }
 
 func TestBinaryPath(t *testing.T) {

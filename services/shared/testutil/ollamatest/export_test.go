@@ -1,0 +1,4 @@
+package ollamatest
+
+// GroupMembers exposes groupMembers to the tests.
+var GroupMembers = groupMembers
