@@ -1,44 +1,198 @@
-// Package discovery is the discovery service: it finds Ollama nodes and llama.cpp rpc-servers, verifies them, and keeps their entries in etcd true.
+// Package discovery finds Ollama nodes and llama.cpp rpc-servers, verifies each one (an open
+// port is not enough), tracks its health and capacity, and keeps one etcd key per backend
+// true. Every other service routes on what it writes.
 //
-// Its RPCs answer UNIMPLEMENTED until the service's own issue fills them in; the server,
-// health, registration in etcd and shutdown order are already the real ones.
+// Every replica serves the API from an etcd snapshot and accepts self-registrations; one
+// replica, elected through etcd, probes and scans, so scans are never duplicated.
 package discovery
 
 import (
-	"flag"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync/atomic"
+	"time"
 
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	commonv1 "github.com/sollol/mesh/gen/go/sollol/common/v1"
 	discoveryv1 "github.com/sollol/mesh/gen/go/sollol/discovery/v1"
+	"github.com/sollol/mesh/services/discovery/internal/probe"
 	"github.com/sollol/mesh/services/shared/grpcserver"
+	"github.com/sollol/mesh/services/shared/registry"
 )
 
 // Name is the service's name in etcd naming, logs and metrics.
 const Name = "discovery"
 
-// Config is the discovery's configuration.
-type Config struct {
-	// GRPC is where the service listens and how it registers.
-	GRPC grpcserver.Config `yaml:"grpc"`
-}
+// electionPrefix is where discovery replicas elect the one that probes and scans.
+const electionPrefix = registry.Root + "election/discovery"
 
-// RegisterFlags declares the service's flags, all prefixed "discovery.".
-func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	c.GRPC.RegisterFlags(fs, Name+".", "127.0.0.1:50061")
-}
-
-// Deps are what the service uses from its process.
+// Deps are what the service uses from its process. Etcd is required.
 type Deps = grpcserver.Deps
 
-// Service is a running discovery.
+// Service is a running discovery replica.
 type Service struct {
 	*grpcserver.Service
 	discoveryv1.UnimplementedDiscoveryServiceServer
+
+	cfg      Config
+	plan     *plan
+	deps     Deps
+	log      *slog.Logger
+	prober   *probe.Prober
+	local    *localHost
+	store    *registry.Store[*commonv1.Backend]
+	snapshot *registry.Snapshot[*commonv1.Backend]
+	counters counters
+	isLeader atomic.Bool
+
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 var _ discoveryv1.DiscoveryServiceServer = (*Service)(nil)
 
-// New builds the service; it starts listening on Start.
+// New validates the configuration and builds the service; it starts working on Start.
 func New(cfg Config, deps Deps) (*Service, error) {
-	s := &Service{Service: grpcserver.New(Name, cfg.GRPC, deps)}
+	if deps.Etcd == nil {
+		return nil, errors.New("discovery: an etcd client is required")
+	}
+	p, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{
+		Service: grpcserver.New(Name, cfg.GRPC, deps),
+		cfg:     cfg,
+		plan:    p,
+		deps:    deps,
+		prober:  probe.New(cfg.ProbeTimeout),
+		local:   newLocalHost(),
+		store:   registry.NewStore(deps.Etcd, registry.BackendsPrefix, registry.ProtoJSON(func() *commonv1.Backend { return &commonv1.Backend{} })),
+	}
+	s.log = s.Logger()
+	s.snapshot = registry.NewSnapshot(s.store, s.log)
 	discoveryv1.RegisterDiscoveryServiceServer(s.Server(), s)
 	return s, nil
+}
+
+// Start mirrors the backends from etcd, joins the election for the probing role, and then
+// serves the API (the gRPC server starts and registers last).
+func (s *Service) Start(ctx context.Context) error {
+	if err := s.snapshot.Start(ctx); err != nil {
+		return err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.done = make(chan struct{})
+	go func() {
+		defer close(s.done)
+		s.campaign(runCtx)
+	}()
+	if err := s.Service.Start(ctx); err != nil {
+		s.stopBackground()
+		return err
+	}
+	return nil
+}
+
+// Stop stops serving first (deregistering from etcd), then hands the probing role on.
+func (s *Service) Stop(ctx context.Context) error {
+	err := s.Service.Stop(ctx)
+	s.stopBackground()
+	return err
+}
+
+func (s *Service) stopBackground() {
+	if s.cancel != nil {
+		s.cancel()
+		<-s.done
+	}
+	s.snapshot.Stop()
+	s.prober.Close()
+}
+
+// IsLeader reports whether this replica currently probes and scans.
+func (s *Service) IsLeader() bool { return s.isLeader.Load() }
+
+// Counters reports how many probes, scans and etcd writes this replica has made.
+func (s *Service) Counters() (probes, scans, writes int64) {
+	return s.counters.probes.Load(), s.counters.scans.Load(), s.counters.writes.Load()
+}
+
+// campaign competes for leadership and, while leader, runs the tracker. Losing the etcd
+// session (an outage longer than the TTL) ends the term; the replica then campaigns again.
+func (s *Service) campaign(ctx context.Context) {
+	id := instanceID()
+	for ctx.Err() == nil {
+		sess, err := concurrency.NewSession(s.deps.Etcd, concurrency.WithTTL(ttlSeconds(s.cfg.LeaseTTL)), concurrency.WithContext(ctx))
+		if err != nil {
+			s.log.Warn("discovery election: no etcd session, retrying", "err", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		election := concurrency.NewElection(sess, electionPrefix)
+		if err := election.Campaign(ctx, id); err != nil {
+			sess.Orphan()
+			if ctx.Err() == nil {
+				s.log.Warn("discovery election: campaign failed, retrying", "err", err)
+				sleep(ctx, time.Second)
+			}
+			continue
+		}
+		s.lead(ctx, sess, id)
+		resignCtx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		_ = election.Resign(resignCtx)
+		cancel()
+		sess.Orphan()
+	}
+}
+
+func (s *Service) lead(ctx context.Context, sess *concurrency.Session, id string) {
+	termCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-sess.Done():
+			s.log.Warn("discovery leadership lost with the etcd session")
+			cancel()
+		case <-termCtx.Done():
+		}
+	}()
+	s.isLeader.Store(true)
+	defer s.isLeader.Store(false)
+	s.log.Info("probing and scanning as the discovery leader", "instance", id)
+	t := &tracker{
+		plan:     s.plan,
+		cfg:      &s.cfg,
+		prober:   s.prober,
+		local:    s.local,
+		store:    s.store,
+		snapshot: s.snapshot,
+		resolver: net.DefaultResolver,
+		dialer:   &net.Dialer{},
+		log:      s.log,
+		counters: &s.counters,
+	}
+	if err := t.run(termCtx); err != nil && termCtx.Err() == nil {
+		s.log.Warn("discovery tracker stopped", "err", err)
+	}
+}
+
+func instanceID() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s/%d/%d", host, os.Getpid(), time.Now().UnixNano())
+}
+
+func ttlSeconds(d time.Duration) int { return max(int(d/time.Second), 1) }
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
 }

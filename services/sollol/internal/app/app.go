@@ -60,7 +60,7 @@ func Main(args []string, stdout, stderr io.Writer, lookupEnv func(string) (strin
 		return 2
 	}
 
-	cfg := &Config{}
+	cfg := &Config{up: command == upCommand}
 	fs := flag.NewFlagSet("sollol "+command, flag.ContinueOnError)
 	if err := config.Load(fs, cfg, args[1:], lookupEnv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

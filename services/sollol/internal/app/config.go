@@ -31,6 +31,8 @@ type Config struct {
 	Router      router.Config      `yaml:"router"`
 
 	printConfig bool
+	// up is set for `sollol up`, whose defaults differ: discovery also tries localhost.
+	up bool
 }
 
 // EtcdConfig says which etcd the process uses.
@@ -60,6 +62,12 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "upper bound on a graceful stop")
 	fs.BoolVar(&c.printConfig, "print-config", false, "print the effective configuration as YAML and exit")
 	c.Discovery.RegisterFlags(fs)
+	if c.up {
+		// `sollol up` is the newcomer's one command: a local Ollama or rpc-server on its
+		// default port is found without configuration (and listed only once it answers).
+		c.Discovery.LocalDefaults = true
+		fs.Lookup("discovery.local-defaults").DefValue = "true"
+	}
 	c.Coordinator.RegisterFlags(fs)
 	c.OllamaPool.RegisterFlags(fs)
 	c.Router.RegisterFlags(fs)

@@ -1,0 +1,98 @@
+package discovery_test
+
+import (
+	"context"
+	"flag"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	commonv1 "github.com/sollol/mesh/gen/go/sollol/common/v1"
+	discoveryv1 "github.com/sollol/mesh/gen/go/sollol/discovery/v1"
+	"github.com/sollol/mesh/services/discovery"
+	"github.com/sollol/mesh/services/shared/grpcserver"
+	"github.com/sollol/mesh/services/shared/testutil/etcdtest"
+)
+
+// testConfig is discovery's flag defaults with fast probes, on a free port.
+func testConfig(t *testing.T, mutate func(*discovery.Config)) discovery.Config {
+	t.Helper()
+	var cfg discovery.Config
+	cfg.RegisterFlags(flag.NewFlagSet("t", flag.ContinueOnError))
+	cfg.GRPC.Addr = "127.0.0.1:0"
+	cfg.ProbeInterval = 200 * time.Millisecond
+	cfg.MaxProbeInterval = time.Second
+	cfg.ProbeTimeout = time.Second
+	cfg.LeaseTTL = 3 * time.Second
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	return cfg
+}
+
+type replica struct {
+	svc    *discovery.Service
+	client discoveryv1.DiscoveryServiceClient
+}
+
+// startDiscovery runs one discovery replica against the cluster; it is stopped at the end.
+func startDiscovery(t *testing.T, cluster *etcdtest.Cluster, cfg discovery.Config) *replica {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	svc, err := discovery.New(cfg, grpcserver.Deps{Logger: log, Etcd: cluster.Client()})
+	require.NoError(t, err)
+	require.NoError(t, svc.Start(context.Background()))
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = svc.Stop(context.Background())
+		}
+	})
+	conn, err := grpc.NewClient(svc.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	return &replica{svc: svc, client: discoveryv1.NewDiscoveryServiceClient(conn)}
+}
+
+// backends lists what discovery reports right now.
+func (r *replica) backends(t *testing.T, healthyOnly bool) []*commonv1.Backend {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := r.client.ListBackends(ctx, &discoveryv1.ListBackendsRequest{HealthyOnly: healthyOnly})
+	require.NoError(t, err)
+	return resp.GetBackends()
+}
+
+// waitBackend polls until a backend at addr satisfies ok, and returns it.
+func (r *replica) waitBackend(t *testing.T, addr string, why string, ok func(*commonv1.Backend) bool) *commonv1.Backend {
+	t.Helper()
+	var found *commonv1.Backend
+	require.Eventually(t, func() bool {
+		for _, b := range r.backends(t, false) {
+			if b.GetAddress() == addr && ok(b) {
+				found = b
+				return true
+			}
+		}
+		return false
+	}, 20*time.Second, 50*time.Millisecond, "waiting for %s: %s; have %v", addr, why, r.backends(t, false))
+	return found
+}
+
+func healthIs(h commonv1.HealthState) func(*commonv1.Backend) bool {
+	return func(b *commonv1.Backend) bool { return b.GetHealth() == h }
+}
+
+const (
+	healthy      = commonv1.HealthState_HEALTH_STATE_HEALTHY
+	down         = commonv1.HealthState_HEALTH_STATE_DOWN
+	incompatible = commonv1.HealthState_HEALTH_STATE_INCOMPATIBLE
+	kindOllama   = commonv1.BackendKind_BACKEND_KIND_OLLAMA
+	kindRPC      = commonv1.BackendKind_BACKEND_KIND_RPC
+)

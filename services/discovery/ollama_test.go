@@ -1,0 +1,63 @@
+package discovery_test
+
+import (
+	"net"
+	"slices"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	commonv1 "github.com/sollol/mesh/gen/go/sollol/common/v1"
+	"github.com/sollol/mesh/services/discovery"
+	"github.com/sollol/mesh/services/shared/config"
+	"github.com/sollol/mesh/services/shared/testutil/etcdtest"
+	"github.com/sollol/mesh/services/shared/testutil/ollamatest"
+)
+
+func TestFindsRealOllamaFromStaticConfig(t *testing.T) {
+	ollama := ollamatest.Start(t)
+	ollama.CreateTinyModel(t, "tiny")
+	cluster := etcdtest.Start(t)
+	r := startDiscovery(t, cluster, testConfig(t, func(c *discovery.Config) {
+		c.OllamaNodes = config.StringList{"http://" + ollama.Addr()}
+	}))
+
+	b := r.waitBackend(t, ollama.Addr(), "healthy with the tiny model", func(b *commonv1.Backend) bool {
+		return b.GetHealth() == healthy && len(b.GetInstalledModels()) == 1
+	})
+	require.Equal(t, kindOllama, b.GetKind())
+	require.Equal(t, []string{"static"}, b.GetSources())
+	require.Equal(t, ollamatest.Version, b.GetVersion())
+	m := b.GetInstalledModels()[0]
+	require.Equal(t, "tiny:latest", m.GetName())
+	require.Positive(t, m.GetSizeBytes())
+	require.Equal(t, "llama", m.GetFamily())
+	require.NotEmpty(t, m.GetDigest())
+	require.Positive(t, b.GetLatency().AsDuration())
+	require.NotNil(t, b.GetLastSeen())
+}
+
+func TestFindsRealOllamaByLoopbackScanAndRejectsItAsRPCServer(t *testing.T) {
+	ollama := ollamatest.Start(t)
+	ollama.CreateTinyModel(t, "tiny")
+	cluster := etcdtest.Start(t)
+	_, port, err := net.SplitHostPort(ollama.Addr())
+	require.NoError(t, err)
+	r := startDiscovery(t, cluster, testConfig(t, func(c *discovery.Config) {
+		c.Scan.CIDRs = config.StringList{"127.0.0.1/32"}
+		c.Scan.OllamaPorts = config.StringList{port}
+		// The same open port is also offered as an rpc-server: the ggml-rpc handshake must
+		// reject it, however open the port is.
+		c.Scan.RPCPorts = config.StringList{port}
+	}))
+
+	b := r.waitBackend(t, ollama.Addr(), "found by the scan", healthIs(healthy))
+	require.Equal(t, []string{"scan"}, b.GetSources())
+	require.True(t, slices.ContainsFunc(b.GetInstalledModels(), func(m *commonv1.InstalledModel) bool { return m.GetName() == "tiny:latest" }))
+
+	_, scans, _ := r.svc.Counters()
+	require.Positive(t, scans)
+	for _, other := range r.backends(t, false) {
+		require.NotEqual(t, kindRPC, other.GetKind(), "an Ollama port was listed as an rpc-server: %v", other)
+	}
+}
