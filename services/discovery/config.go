@@ -175,4 +175,3 @@ func parsePorts(field string, list []string) ([]int, error) {
 	}
 	return out, nil
 }
-
