@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"log/slog"
+	"net"
 	"os"
 	"testing"
 	"time"
@@ -96,3 +97,13 @@ const (
 	kindOllama   = commonv1.BackendKind_BACKEND_KIND_OLLAMA
 	kindRPC      = commonv1.BackendKind_BACKEND_KIND_RPC
 )
+
+// closedPort is a loopback address where nothing listens.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
+}
