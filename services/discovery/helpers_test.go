@@ -21,7 +21,7 @@ import (
 )
 
 // testConfig is discovery's flag defaults with fast probes, on a free port.
-func testConfig(t *testing.T, mutate func(*discovery.Config)) discovery.Config {
+func testConfig(t testing.TB, mutate func(*discovery.Config)) discovery.Config {
 	t.Helper()
 	var cfg discovery.Config
 	cfg.RegisterFlags(flag.NewFlagSet("t", flag.ContinueOnError))
@@ -42,7 +42,7 @@ type replica struct {
 }
 
 // startDiscovery runs one discovery replica against the cluster; it is stopped at the end.
-func startDiscovery(t *testing.T, cluster *etcdtest.Cluster, cfg discovery.Config) *replica {
+func startDiscovery(t testing.TB, cluster *etcdtest.Cluster, cfg discovery.Config) *replica {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	svc, err := discovery.New(cfg, grpcserver.Deps{Logger: log, Etcd: cluster.Client()})
@@ -61,7 +61,7 @@ func startDiscovery(t *testing.T, cluster *etcdtest.Cluster, cfg discovery.Confi
 }
 
 // backends lists what discovery reports right now.
-func (r *replica) backends(t *testing.T, healthyOnly bool) []*commonv1.Backend {
+func (r *replica) backends(t testing.TB, healthyOnly bool) []*commonv1.Backend {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -106,4 +106,12 @@ func closedPort(t *testing.T) string {
 	addr := l.Addr().String()
 	require.NoError(t, l.Close())
 	return addr
+}
+
+func dial(t testing.TB, addr string) discoveryv1.DiscoveryServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	return discoveryv1.NewDiscoveryServiceClient(conn)
 }

@@ -196,3 +196,6 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-time.After(d):
 	}
 }
+
+// SnapshotItems returns the backends as this replica's etcd mirror has them.
+func (s *Service) SnapshotItems() map[string]*commonv1.Backend { return s.snapshot.Items() }
