@@ -4,7 +4,8 @@ SHELL := bash
 GO ?= go
 # Every Go module of the workspace (go.work); `go test` takes their package patterns.
 PACKAGES := ./gen/... ./services/shared/... ./services/discovery/... ./services/coordinator/... \
-	./services/ollamapool/... ./services/router/... ./services/sollol/... ./services/e2e/...
+	./services/ollamapool/... ./services/router/... ./services/sollol/... ./services/e2e/... \
+	./services/doubles/...
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 
 .PHONY: all build up test unit generate lint vet check-generated ollama tidy fmt clean
