@@ -36,6 +36,10 @@ const (
 	Failure
 	// Incompatible: it is the right kind of server but speaks another protocol version.
 	Incompatible
+	// Busy: it accepted the connection but did not answer in time. A llama.cpp rpc-server
+	// serves one client at a time, so one that a coordinator is using looks exactly like
+	// this; a backend already known to work keeps its state, one never seen working fails.
+	Busy
 )
 
 // Tracker is one backend's health. The zero value is a backend never probed.
@@ -59,6 +63,12 @@ func (t *Tracker) Latency() time.Duration { return t.latency }
 // Observe records a probe outcome and its round-trip time, and returns how long to wait
 // before the next probe.
 func (t *Tracker) Observe(p Policy, o Outcome, rtt time.Duration) time.Duration {
+	if o == Busy {
+		if t.state == commonv1.HealthState_HEALTH_STATE_HEALTHY || t.state == commonv1.HealthState_HEALTH_STATE_DEGRADED {
+			return p.Interval
+		}
+		o = Failure
+	}
 	switch o {
 	case Success:
 		t.failures = 0

@@ -16,6 +16,7 @@ const (
 	ok      = health.Success
 	fail    = health.Failure
 	compat  = health.Incompatible
+	busy    = health.Busy
 	healthy = commonv1.HealthState_HEALTH_STATE_HEALTHY
 	degr    = commonv1.HealthState_HEALTH_STATE_DEGRADED
 	down    = commonv1.HealthState_HEALTH_STATE_DOWN
@@ -45,6 +46,12 @@ func TestStateMachine(t *testing.T) {
 			[]time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 8 * time.Second}},
 		{"incompatible is its own state and backs off", []health.Outcome{ok, compat, compat}, []commonv1.HealthState{healthy, incomp, incomp},
 			[]time.Duration{time.Second, time.Second, 2 * time.Second}},
+		{"busy keeps a working backend as it is", []health.Outcome{ok, busy, busy}, []commonv1.HealthState{healthy, healthy, healthy},
+			[]time.Duration{time.Second, time.Second, time.Second}},
+		{"busy keeps a degraded backend degraded", []health.Outcome{ok, fail, busy, ok}, []commonv1.HealthState{healthy, degr, degr, healthy},
+			[]time.Duration{time.Second, time.Second, time.Second, time.Second}},
+		{"busy is a failure for a backend never seen working", []health.Outcome{busy}, []commonv1.HealthState{down},
+			[]time.Duration{time.Second}},
 		{"incompatible then fixed is healthy", []health.Outcome{compat, ok}, []commonv1.HealthState{incomp, healthy},
 			[]time.Duration{time.Second, time.Second}},
 	}

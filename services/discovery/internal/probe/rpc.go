@@ -30,6 +30,11 @@ func (p *Prober) probeRPC(ctx context.Context, addr string) Result {
 			Err: fmt.Errorf("rpc-server at %s speaks ggml-rpc protocol %s; the mesh speaks %s",
 				addr, mismatch.Got, mismatch.Want),
 		}
+	case errors.Is(err, ggmlrpc.ErrNoReply):
+		// Connected but silent: most likely serving a coordinator (an rpc-server takes one
+		// client at a time). The probe already gave up with a reset, which the server
+		// survives; a clean close would kill it with SIGPIPE when it finally answers.
+		return Result{RTT: rtt, Outcome: health.Busy, Err: fmt.Errorf("rpc-server at %s accepted but did not answer: %w", addr, err)}
 	case err != nil:
 		return failed(fmt.Errorf("rpc-server at %s: %w", addr, err))
 	}
