@@ -124,16 +124,29 @@ func (s *Service) Counters() (probes, scans, writes int64) {
 	return s.counters.probes.Load(), s.counters.scans.Load(), s.counters.writes.Load()
 }
 
-// campaign competes for leadership and, while leader, runs the tracker. Losing the etcd
-// session (an outage longer than the TTL) ends the term; the replica then campaigns again.
+// campaign competes for leadership and, while leader, runs the tracker. When the etcd
+// session is lost (an outage longer than the TTL) the tracker keeps probing on its own, so
+// health stays current; once etcd answers again that term ends and the replica campaigns
+// anew, and the new term's tracker rewrites everything it knows.
 func (s *Service) campaign(ctx context.Context) {
 	id := instanceID()
+	var orphan *term // the lost term's tracker, still probing through the outage
+	defer func() {
+		if orphan != nil {
+			orphan.end()
+		}
+	}()
 	for ctx.Err() == nil {
 		sess, err := concurrency.NewSession(s.deps.Etcd, concurrency.WithTTL(ttlSeconds(s.cfg.LeaseTTL)), concurrency.WithContext(ctx))
 		if err != nil {
 			s.log.Warn("discovery election: no etcd session, retrying", "err", err)
 			sleep(ctx, time.Second)
 			continue
+		}
+		if orphan != nil {
+			// etcd is back: the election decides again who probes.
+			orphan.end()
+			orphan = nil
 		}
 		election := concurrency.NewElection(sess, electionPrefix)
 		if err := election.Campaign(ctx, id); err != nil {
@@ -144,29 +157,38 @@ func (s *Service) campaign(ctx context.Context) {
 			}
 			continue
 		}
-		s.lead(ctx, sess, id)
-		resignCtx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		_ = election.Resign(resignCtx)
-		cancel()
+		t := s.startTerm(ctx, id)
+		select {
+		case <-sess.Done():
+			s.log.Warn("discovery leadership lost with the etcd session; probing on until etcd answers")
+			orphan = t
+		case <-ctx.Done():
+			t.end()
+			resignCtx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			_ = election.Resign(resignCtx)
+			cancel()
+		}
 		sess.Orphan()
 	}
 }
 
-func (s *Service) lead(ctx context.Context, sess *concurrency.Session, id string) {
+// term is one leadership term's running tracker.
+type term struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (t *term) end() {
+	t.cancel()
+	<-t.done
+}
+
+func (s *Service) startTerm(ctx context.Context, id string) *term {
 	termCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-sess.Done():
-			s.log.Warn("discovery leadership lost with the etcd session")
-			cancel()
-		case <-termCtx.Done():
-		}
-	}()
+	t := &term{cancel: cancel, done: make(chan struct{})}
 	s.isLeader.Store(true)
-	defer s.isLeader.Store(false)
 	s.log.Info("probing and scanning as the discovery leader", "instance", id)
-	t := &tracker{
+	tr := &tracker{
 		plan:     s.plan,
 		cfg:      &s.cfg,
 		prober:   s.prober,
@@ -178,9 +200,14 @@ func (s *Service) lead(ctx context.Context, sess *concurrency.Session, id string
 		log:      s.log,
 		counters: &s.counters,
 	}
-	if err := t.run(termCtx); err != nil && termCtx.Err() == nil {
-		s.log.Warn("discovery tracker stopped", "err", err)
-	}
+	go func() {
+		defer close(t.done)
+		defer s.isLeader.Store(false)
+		if err := tr.run(termCtx); err != nil && termCtx.Err() == nil {
+			s.log.Warn("discovery tracker stopped", "err", err)
+		}
+	}()
+	return t
 }
 
 func instanceID() string {

@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -79,16 +78,17 @@ type tracker struct {
 	log      *slog.Logger
 	counters *counters
 
-	pub     *registry.Publisher[*commonv1.Backend]
+	writer  *writer
 	entries map[string]*entry
 }
 
 func (t *tracker) run(ctx context.Context) error {
-	t.pub = registry.NewPublisher(t.store, t.cfg.LeaseTTL, t.log)
-	if err := t.pub.Start(ctx); err != nil {
+	pub := registry.NewPublisher(t.store, t.cfg.LeaseTTL, t.log)
+	if err := pub.Start(ctx); err != nil {
 		return err
 	}
-	defer t.pub.Stop()
+	defer pub.Stop()
+	t.writer = newWriter(pub, t.store, t.log, t.counters)
 	t.entries = map[string]*entry{}
 	now := time.Now()
 	for _, c := range t.plan.static {
@@ -97,6 +97,11 @@ func (t *tracker) run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t.writer.run(ctx)
+	}()
 	results := make(chan probeDone)
 	found := make(chan foundBatch)
 	t.startSources(ctx, &wg, found)
@@ -110,11 +115,11 @@ func (t *tracker) run(ctx context.Context) error {
 		case batch := <-found:
 			t.mergeBatch(batch, time.Now())
 		case done := <-results:
-			t.applyProbe(ctx, done, time.Now())
+			t.applyProbe(done, time.Now())
 		case <-tick.C:
 			now := time.Now()
 			t.syncSelfRegistered(now)
-			t.forget(ctx, now)
+			t.forget(now)
 			t.startDueProbes(ctx, &wg, sem, results, now)
 		}
 	}
@@ -233,7 +238,7 @@ func (t *tracker) syncSelfRegistered(now time.Time) {
 
 // forget drops backends no source reports any more, and those found by DNS, a scan or the
 // local defaults that have been down longer than ForgetAfter.
-func (t *tracker) forget(ctx context.Context, now time.Time) {
+func (t *tracker) forget(now time.Time) {
 	for id, e := range t.entries {
 		gone := len(e.sources) == 0
 		onlyGuessed := !e.hasSource(sources.SourceStatic) && !e.hasSource(sources.SourceSelf)
@@ -241,9 +246,7 @@ func (t *tracker) forget(ctx context.Context, now time.Time) {
 		if gone || (onlyGuessed && longDown) {
 			delete(t.entries, id)
 			if e.published != nil && !e.hasSource(sources.SourceSelf) {
-				if err := t.pub.Remove(ctx, id); err != nil {
-					t.log.Warn("remove forgotten backend", "id", id, "err", err)
-				}
+				t.writer.remove(id)
 			}
 			t.log.Info("backend forgotten", "id", id)
 		}
@@ -313,7 +316,7 @@ func (t *tracker) startDueProbes(ctx context.Context, wg *sync.WaitGroup, sem ch
 	}
 }
 
-func (t *tracker) applyProbe(ctx context.Context, done probeDone, now time.Time) {
+func (t *tracker) applyProbe(done probeDone, now time.Time) {
 	e, ok := t.entries[done.id]
 	if !ok {
 		return // forgotten while its probe ran
@@ -347,10 +350,10 @@ func (t *tracker) applyProbe(ctx context.Context, done probeDone, now time.Time)
 	if !needsWrite(e.published, b, now.Sub(e.publishedAt)) {
 		return
 	}
-	if err := t.write(ctx, e, b); err != nil {
-		t.log.Warn("write backend", "id", e.id, "err", err)
-		return
-	}
+	// A self-registered backend is updated in place so the node agent's lease still decides
+	// how long it lives; anything else goes under discovery's lease.
+	inPlace := e.hasSource(sources.SourceSelf) && len(e.sources) == 1
+	t.writer.put(e.id, b, inPlace)
 	e.published, e.publishedAt = b, now
 }
 
@@ -402,14 +405,4 @@ func needsWrite(old, updated *commonv1.Backend, age time.Duration) bool {
 	}
 	oldLat, newLat := old.GetLatency().AsDuration(), updated.GetLatency().AsDuration()
 	return oldLat > 0 && (newLat > oldLat*6/5 || newLat < oldLat*4/5)
-}
-
-// write stores the record: under discovery's lease for backends it found, or in place for a
-// self-registered one so the node agent's lease still decides how long it lives.
-func (t *tracker) write(ctx context.Context, e *entry, b *commonv1.Backend) error {
-	t.counters.writes.Add(1)
-	if e.hasSource(sources.SourceSelf) && !e.hasSource(sources.SourceStatic) && len(e.sources) == 1 {
-		return t.store.Put(ctx, e.id, b, clientv3.WithIgnoreLease())
-	}
-	return t.pub.Set(ctx, e.id, b)
 }

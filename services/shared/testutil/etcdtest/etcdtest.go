@@ -9,6 +9,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/sollol/mesh/services/shared/etcdembed"
 	"github.com/sollol/mesh/services/shared/netutil"
@@ -73,6 +74,8 @@ func (c *Cluster) Client() *clientv3.Client {
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{c.Endpoint()},
 		DialTimeout: 5 * time.Second,
+		// Outage tests would otherwise fill the log with the client's retry warnings.
+		Logger: zap.NewNop(),
 	})
 	if err != nil {
 		c.t.Fatalf("etcdtest: client: %v", err)
