@@ -61,3 +61,18 @@ func TestFindsRealOllamaByLoopbackScanAndRejectsItAsRPCServer(t *testing.T) {
 		require.NotEqual(t, kindRPC, other.GetKind(), "an Ollama port was listed as an rpc-server: %v", other)
 	}
 }
+
+// A DNS name that resolves to several addresses (here "localhost": 127.0.0.1 and perhaps
+// ::1) yields the backends that answer, listed once, as found by DNS.
+func TestFindsOllamaThroughADNSName(t *testing.T) {
+	ollama := ollamatest.Start(t)
+	cluster := etcdtest.Start(t)
+	_, port, err := net.SplitHostPort(ollama.Addr())
+	require.NoError(t, err)
+	r := startDiscovery(t, cluster, testConfig(t, func(c *discovery.Config) {
+		c.DNSNames = config.StringList{"ollama=localhost:" + port}
+	}))
+	b := r.waitBackend(t, ollama.Addr(), "found through DNS", healthIs(healthy))
+	require.Equal(t, []string{"dns"}, b.GetSources())
+	require.Len(t, r.backends(t, false), 1)
+}
