@@ -8,7 +8,7 @@ PACKAGES := ./gen/... ./services/shared/... ./services/discovery/... ./services/
 	./services/doubles/...
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build up test unit generate lint vet check-generated ollama tidy fmt clean
+.PHONY: all build up test unit bench generate lint vet check-generated ollama tidy fmt clean
 
 all: build
 
@@ -28,6 +28,10 @@ test: check-generated vet ollama
 ## unit: the tests without rebuilding tools or Ollama (Ollama tests skip if it is absent)
 unit:
 	$(GO) test $(GO_TEST_FLAGS) $(PACKAGES)
+
+## bench: every benchmark once (figures and their meaning: BENCHMARKS.md)
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 1x $(PACKAGES)
 
 ## generate: regenerate gen/ from proto/ (buf and plugins are pinned Go tools; works offline)
 generate:
