@@ -115,3 +115,15 @@ func dial(t testing.TB, addr string) discoveryv1.DiscoveryServiceClient {
 	t.Cleanup(func() { _ = conn.Close() })
 	return discoveryv1.NewDiscoveryServiceClient(conn)
 }
+
+func depsFor(cluster *etcdtest.Cluster) grpcserver.Deps {
+	return grpcserver.Deps{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), Etcd: cluster.Client()}
+}
+
+// portOf is the port of a host:port address.
+func portOf(t *testing.T, addr string) string {
+	t.Helper()
+	_, port, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+	return port
+}

@@ -1,7 +1,6 @@
 package discovery_test
 
 import (
-	"net"
 	"slices"
 	"testing"
 
@@ -41,8 +40,7 @@ func TestFindsRealOllamaByLoopbackScanAndRejectsItAsRPCServer(t *testing.T) {
 	ollama := ollamatest.Start(t)
 	ollama.CreateTinyModel(t, "tiny")
 	cluster := etcdtest.Start(t)
-	_, port, err := net.SplitHostPort(ollama.Addr())
-	require.NoError(t, err)
+	port := portOf(t, ollama.Addr())
 	r := startDiscovery(t, cluster, testConfig(t, func(c *discovery.Config) {
 		c.Scan.CIDRs = config.StringList{"127.0.0.1/32"}
 		c.Scan.OllamaPorts = config.StringList{port}
@@ -67,8 +65,7 @@ func TestFindsRealOllamaByLoopbackScanAndRejectsItAsRPCServer(t *testing.T) {
 func TestFindsOllamaThroughADNSName(t *testing.T) {
 	ollama := ollamatest.Start(t)
 	cluster := etcdtest.Start(t)
-	_, port, err := net.SplitHostPort(ollama.Addr())
-	require.NoError(t, err)
+	port := portOf(t, ollama.Addr())
 	r := startDiscovery(t, cluster, testConfig(t, func(c *discovery.Config) {
 		c.DNSNames = config.StringList{"ollama=localhost:" + port}
 	}))

@@ -2,7 +2,6 @@ package discovery_test
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
@@ -18,8 +17,7 @@ import (
 func TestTwoReplicasNeitherDuplicateEntriesNorScans(t *testing.T) {
 	ollama := ollamatest.Start(t)
 	cluster := etcdtest.Start(t)
-	_, port, err := net.SplitHostPort(ollama.Addr())
-	require.NoError(t, err)
+	port := portOf(t, ollama.Addr())
 	cfg := testConfig(t, func(c *discovery.Config) {
 		// Found twice over in each replica: statically, and by a scan of loopback.
 		c.OllamaNodes = config.StringList{ollama.Addr()}
