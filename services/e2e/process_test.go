@@ -1,14 +1,12 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,32 +14,16 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sollol/mesh/services/shared/netutil"
+	"github.com/sollol/mesh/services/shared/testutil"
 )
 
 // sollolProcess is one running sollol binary in its own process group.
 type sollolProcess struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	output *syncBuffer
+	output *testutil.SyncBuffer
 	exited chan struct{}
 	err    error
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // startSollol runs the binary with args; it is killed (with its group) at the end of the test
@@ -49,7 +31,7 @@ func (b *syncBuffer) String() string {
 func startSollol(t *testing.T, args ...string) *sollolProcess {
 	t.Helper()
 	cmd := exec.Command(sollolBin, args...)
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// Keep the test's environment from leaking SOLLOL_* settings into the process.

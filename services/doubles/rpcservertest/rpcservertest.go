@@ -14,7 +14,6 @@
 package rpcservertest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -32,6 +31,8 @@ import (
 
 	"github.com/sollol/mesh/services/doubles/rpcserver"
 	"github.com/sollol/mesh/services/shared/ggmlrpc"
+	"github.com/sollol/mesh/services/shared/netutil"
+	"github.com/sollol/mesh/services/shared/testutil"
 )
 
 // EnvBinary names the real rpc-server binary to run instead of the double.
@@ -131,7 +132,7 @@ type Process struct {
 	addr   string
 	args   []string
 	opts   Options
-	output *syncBuffer
+	output *testutil.SyncBuffer
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -149,7 +150,7 @@ func Start(t testing.TB, opts Options) *Process {
 		opts.StopTimeout = 10 * time.Second
 	}
 	bin, real := Binary(t)
-	p := &Process{t: t, bin: bin, real: real, opts: opts, output: &syncBuffer{}}
+	p := &Process{t: t, bin: bin, real: real, opts: opts, output: &testutil.SyncBuffer{}}
 	extra, err := p.doubleArgs()
 	if err != nil {
 		t.Fatalf("rpcservertest: %v", err)
@@ -158,7 +159,7 @@ func Start(t testing.TB, opts Options) *Process {
 
 	// A port found free can be taken before the server binds it: retry on a fresh one.
 	for attempt := 1; ; attempt++ {
-		port, err := freePort()
+		port, err := netutil.FreeLoopbackPort()
 		if err != nil {
 			t.Fatalf("rpcservertest: %v", err)
 		}
@@ -363,31 +364,4 @@ func (p *Process) cleanup() {
 	if p.t.Failed() {
 		p.t.Logf("rpc-server output:\n%s", p.output.String())
 	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// syncBuffer collects the process's output; exec writes to it from its own goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -56,3 +56,13 @@ func AdvertiseAddr(listenAddr string) (string, error) {
 	}
 	return net.JoinHostPort("127.0.0.1", port), nil
 }
+
+// FreeLoopbackPort is FreeLoopbackAddr's port, for programs that take the port alone.
+func FreeLoopbackPort() (int, error) {
+	addr, err := FreeLoopbackAddr()
+	if err != nil {
+		return 0, err
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	return strconv.Atoi(port)
+}

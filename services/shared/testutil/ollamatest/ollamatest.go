@@ -34,6 +34,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sollol/mesh/services/shared/netutil"
 )
 
 // Version is the Ollama version that scripts/build-ollama.sh builds.
@@ -188,7 +190,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 var errAddrInUse = errors.New("address already in use")
 
 func start(t testing.TB, cfg config, dir string, attempt int) (*Server, error) {
-	port, err := freePort()
+	port, err := netutil.FreeLoopbackPort()
 	if err != nil {
 		return nil, err
 	}
@@ -250,15 +252,6 @@ func start(t testing.TB, cfg config, dir string, attempt int) (*Server, error) {
 		return nil, fmt.Errorf("ollama serve on %s: %w\n%s", addr, err, tail(log, 8<<10))
 	}
 	return s, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // environ returns the test's environment without any OLLAMA_* variable or
