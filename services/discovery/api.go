@@ -72,6 +72,9 @@ func (s *Service) WatchBackends(req *discoveryv1.WatchBackendsRequest, stream di
 		select {
 		case <-stream.Context().Done():
 			return rpcerr.ToStatus(stream.Context().Err())
+		case <-s.Draining():
+			return rpcerr.ToStatus(rpcerr.New(rpcerr.KindUnavailable, "SHUTTING_DOWN",
+				"this discovery replica is shutting down; watch again to reach another"))
 		case ev, ok := <-events:
 			if !ok {
 				return rpcerr.ToStatus(rpcerr.New(rpcerr.KindAborted, "WATCH_LAGGED",

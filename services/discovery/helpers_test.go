@@ -48,12 +48,7 @@ func startDiscovery(t testing.TB, cluster *etcdtest.Cluster, cfg discovery.Confi
 	svc, err := discovery.New(cfg, grpcserver.Deps{Logger: log, Etcd: cluster.Client()})
 	require.NoError(t, err)
 	require.NoError(t, svc.Start(context.Background()))
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			_ = svc.Stop(context.Background())
-		}
-	})
+	t.Cleanup(func() { _ = svc.Stop(context.Background()) })
 	conn, err := grpc.NewClient(svc.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })

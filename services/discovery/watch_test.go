@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	discoveryv1 "github.com/sollol/mesh/gen/go/sollol/discovery/v1"
@@ -90,5 +92,27 @@ func TestBadConfigurationNamesTheFlag(t *testing.T) {
 	for _, tt := range tests {
 		_, err := discovery.New(testConfig(t, tt.mutate), depsFor(cluster))
 		require.ErrorContains(t, err, tt.want)
+	}
+}
+
+// An open watch must not hold up a replica's shutdown: it ends at once with UNAVAILABLE,
+// well before the drain timeout, so the client can watch another replica.
+func TestOpenWatchEndsWhenTheReplicaStops(t *testing.T) {
+	cluster := etcdtest.Start(t)
+	r := startDiscovery(t, cluster, testConfig(t, func(c *discovery.Config) { c.GRPC.DrainTimeout = time.Minute }))
+	stream, err := r.client.WatchBackends(context.Background(), &discoveryv1.WatchBackendsRequest{})
+	require.NoError(t, err)
+	_, err = stream.Recv()
+	require.NoError(t, err)
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.svc.Stop(context.Background()) }()
+	_, err = stream.Recv()
+	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+	select {
+	case err := <-stopped:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Stop waited for the watch instead of ending it")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -61,6 +62,8 @@ type Service struct {
 	lis          net.Listener
 	registration *registry.ServiceRegistration
 	serveErr     chan error
+	draining     chan struct{}
+	stopOnce     sync.Once
 }
 
 // New builds the server of the service called name (the etcd naming name, e.g.
@@ -90,6 +93,7 @@ func New(name string, cfg Config, deps Deps) *Service {
 		server:   grpc.NewServer(opts...),
 		health:   health.NewServer(),
 		serveErr: make(chan error, 1),
+		draining: make(chan struct{}),
 	}
 	healthpb.RegisterHealthServer(s.server, s.health)
 	reflection.Register(s.server)
@@ -172,9 +176,20 @@ func (s *Service) setServing(st healthpb.HealthCheckResponse_ServingStatus) {
 	}
 }
 
+// Draining is closed when Stop begins. Streams that would otherwise run forever (watches)
+// end on it so the drain does not wait for them; streams that finish on their own (token
+// streams) should ignore it and complete.
+func (s *Service) Draining() <-chan struct{} { return s.draining }
+
 // Stop reports NOT_SERVING, deregisters from etcd so clients move away, lets in-flight RPCs
-// finish within DrainTimeout (or ctx), then closes whatever is left.
+// finish within DrainTimeout (or ctx), then closes whatever is left. Later calls do nothing.
 func (s *Service) Stop(ctx context.Context) error {
+	s.stopOnce.Do(func() { s.stop(ctx) })
+	return nil
+}
+
+func (s *Service) stop(ctx context.Context) {
+	close(s.draining)
 	s.setServing(healthpb.HealthCheckResponse_NOT_SERVING)
 	if s.registration != nil {
 		s.registration.Stop()
@@ -199,7 +214,6 @@ func (s *Service) Stop(ctx context.Context) error {
 	}
 	s.health.Shutdown()
 	s.log.Info("grpc server stopped")
-	return nil
 }
 
 // RegisterFlags declares the flags of one service's listener, named after prefix (e.g.
