@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -47,6 +48,8 @@ type Deps struct {
 	Metrics *Metrics
 	// Etcd, when set, is where the instance registers so other services can find it.
 	Etcd *clientv3.Client
+	// Registry, when set, takes the service's own Prometheus metrics.
+	Registry prometheus.Registerer
 }
 
 // Service is one mesh service's gRPC server with its lifecycle: listen, serve, report

@@ -34,7 +34,7 @@ type process struct {
 }
 
 func (p *process) deps() grpcserver.Deps {
-	return grpcserver.Deps{Logger: p.log, Metrics: p.metrics, Etcd: p.etcd}
+	return grpcserver.Deps{Logger: p.log, Metrics: p.metrics, Etcd: p.etcd, Registry: p.registry}
 }
 
 // allTargets lists the services in start order: discovery feeds etcd, the pool and the
