@@ -8,6 +8,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -113,12 +114,26 @@ type chatResult struct {
 	firstChunk time.Time
 }
 
-func (f *fixture) chat(ctx context.Context, prompt string, maxTokens int32, mutate func(*ollamapoolv1.ChatRequest)) chatResult {
-	req := &ollamapoolv1.ChatRequest{
+// chatRequest is a chat with the tiny model, greedy, limited to maxTokens.
+func chatRequest(prompt string, maxTokens int32) *ollamapoolv1.ChatRequest {
+	return &ollamapoolv1.ChatRequest{
 		Model:    "tiny",
 		Messages: []*commonv1.ChatMessage{{Role: commonv1.Role_ROLE_USER, Content: prompt}},
 		Options:  &commonv1.GenerationOptions{MaxTokens: proto.Int32(maxTokens), Temperature: proto.Float64(0)},
 	}
+}
+
+func (f *fixture) chat(ctx context.Context, prompt string, maxTokens int32, mutate func(*ollamapoolv1.ChatRequest)) chatResult {
+	return f.chatWith(ctx, prompt, maxTokens, mutate, nil)
+}
+
+// chatCounting is chat that also counts, in firstTokens, the streams that got a token.
+func (f *fixture) chatCounting(ctx context.Context, prompt string, maxTokens int32, firstTokens *atomic.Int32) chatResult {
+	return f.chatWith(ctx, prompt, maxTokens, nil, firstTokens)
+}
+
+func (f *fixture) chatWith(ctx context.Context, prompt string, maxTokens int32, mutate func(*ollamapoolv1.ChatRequest), firstTokens *atomic.Int32) chatResult {
+	req := chatRequest(prompt, maxTokens)
 	if mutate != nil {
 		mutate(req)
 	}
@@ -138,6 +153,9 @@ func (f *fixture) chat(ctx context.Context, prompt string, maxTokens int32, muta
 		if c := msg.GetChunk(); c != nil {
 			if r.chunks == 0 {
 				r.firstChunk = time.Now()
+				if firstTokens != nil {
+					firstTokens.Add(1)
+				}
 			}
 			r.chunks++
 			r.text += c.GetContent()
