@@ -129,4 +129,3 @@ func validateInputs(inputs []string, dimensions *int32) error {
 	}
 	return nil
 }
-

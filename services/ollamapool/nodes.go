@@ -131,4 +131,3 @@ func (s *Service) GetStats(context.Context, *ollamapoolv1.GetStatsRequest) (*oll
 	}
 	return resp, nil
 }
-
