@@ -4,12 +4,14 @@ go 1.26.0
 
 replace (
 	github.com/sollol/mesh/gen => ../../gen
+	github.com/sollol/mesh/services/doubles => ../doubles
 	github.com/sollol/mesh/services/shared => ../shared
 )
 
 require (
 	github.com/prometheus/client_golang v1.23.2
 	github.com/sollol/mesh/gen v0.0.0-00010101000000-000000000000
+	github.com/sollol/mesh/services/doubles v0.0.0-00010101000000-000000000000
 	github.com/sollol/mesh/services/shared v0.0.0-00010101000000-000000000000
 	github.com/stretchr/testify v1.11.1
 	go.uber.org/goleak v1.3.0
