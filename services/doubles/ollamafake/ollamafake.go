@@ -20,8 +20,11 @@ import (
 type Behaviour struct {
 	// Tokens is how many chunks a stream sends when the request sets no num_predict.
 	Tokens int
-	// Gap is the pause before each chunk (the first included).
+	// Gap is the pause between two chunks. The first chunk goes out at once, so a client's
+	// time to first token is the path's own overhead.
 	Gap time.Duration
+	// FirstGap, when set, is the pause before the first chunk (a model "thinking").
+	FirstGap time.Duration
 	// Status, when not 0 or 200, is answered to every inference request instead.
 	Status int
 	// CutAfter, when > 0, ends the stream after that many chunks without the final one.
@@ -125,9 +128,13 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 			s.cancelled.Add(1)
 			return
 		}
-		if b.Gap > 0 {
+		pause := b.Gap
+		if i == 0 {
+			pause = b.FirstGap
+		}
+		if pause > 0 {
 			select {
-			case <-time.After(b.Gap):
+			case <-time.After(pause):
 			case <-r.Context().Done():
 				s.cancelled.Add(1)
 				return

@@ -37,7 +37,7 @@ func TestStreamClassifiesEveryEnding(t *testing.T) {
 		{"cut short without the final chunk", ollamafake.Behaviour{CutAfter: 3}, fast, "", ollama.ClassBrokenStream, 3, false, true},
 		{"error line mid-stream", ollamafake.Behaviour{ErrorAfter: 2}, fast, "", ollama.ClassServer, 2, false, true},
 		{"silence after tokens", ollamafake.Behaviour{StallAfter: 2}, ollama.Timeouts{Connect: time.Second, FirstToken: 5 * time.Second, Idle: 100 * time.Millisecond}, "", ollama.ClassIdleTimeout, 2, false, true},
-		{"no first token", ollamafake.Behaviour{Gap: 2 * time.Second}, ollama.Timeouts{Connect: time.Second, FirstToken: 100 * time.Millisecond, Idle: 5 * time.Second}, "", ollama.ClassFirstTokenTimeout, 0, true, true},
+		{"no first token", ollamafake.Behaviour{FirstGap: 2 * time.Second}, ollama.Timeouts{Connect: time.Second, FirstToken: 100 * time.Millisecond, Idle: 5 * time.Second}, "", ollama.ClassFirstTokenTimeout, 0, true, true},
 		{"connection refused", ollamafake.Behaviour{}, fast, refused, ollama.ClassConnect, 0, true, true},
 	}
 	for _, tt := range tests {

@@ -1,0 +1,180 @@
+package ollamapool_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/sollol/mesh/services/doubles/ollamafake"
+	"github.com/sollol/mesh/services/ollamapool"
+)
+
+// BenchmarkPoolHop measures what the pool adds to a streamed chat: time to first token
+// (p50/p99) and relay throughput, at 1, 64 and 512 concurrent streams, against calling the
+// same backend directly in the same run. Backends: a fast in-process fake Ollama (32 tokens,
+// the first at once, then 1 ms apart, so time to first token is the path's own overhead) and
+// a real Ollama with the tiny model.
+//
+//	go test ./services/ollamapool -run '^$' -bench PoolHop -benchtime 1x
+//
+// CPU per token is the whole process's CPU time (fake backend, pool and client alike) divided
+// by tokens relayed; the difference between the two paths is the pool's share.
+func BenchmarkPoolHop(b *testing.B) {
+	for _, streams := range []int{1, 64, 512} {
+		b.Run(fmt.Sprintf("fake/streams=%d", streams), func(b *testing.B) {
+			fake, err := ollamafake.Start(ollamafake.Behaviour{Tokens: 32, Gap: time.Millisecond, Models: []string{"tiny:latest"}})
+			require.NoError(b, err)
+			b.Cleanup(func() { _ = fake.Close() })
+			benchHop(b, fake.Addr(), streams, 32, max(64/streams, 4))
+		})
+	}
+	for _, streams := range []int{1, 64} {
+		b.Run(fmt.Sprintf("real/streams=%d", streams), func(b *testing.B) {
+			node := tinyNode(b)
+			benchHop(b, node.Addr(), streams, 32, max(128/streams, 2))
+		})
+	}
+}
+
+func benchHop(b *testing.B, backend string, streams, tokens, perStream int) {
+	f := newFixture(b, func(c *ollamapool.Config) {
+		c.MaxInFlightPerNode = 4096
+		c.QueueSize = 4096
+	})
+	f.publish(backend, "tiny:latest")
+
+	directRun := func() run {
+		return measure(streams, perStream, tokens, func() (time.Duration, int, error) { return directChat(b, backend, tokens) })
+	}
+	pooledRun := func() run {
+		return measure(streams, perStream, tokens, func() (time.Duration, int, error) {
+			start := time.Now()
+			r := f.chat(context.Background(), "bench", int32(tokens), nil)
+			return r.firstChunk.Sub(start), r.chunks, r.err
+		})
+	}
+	// Warm both paths at full concurrency first (model load, and one pooled connection per
+	// stream on each path), so neither pays for dialling inside the measurement.
+	directRun()
+	pooledRun()
+	for range b.N {
+		// Alternate the paths so drift over the run (GC, CPU frequency, a warming cache)
+		// falls on both alike.
+		direct, pooled := directRun(), pooledRun()
+		direct = direct.merge(directRun())
+		pooled = pooled.merge(pooledRun())
+		b.ReportMetric(ms(direct.p(50)), "direct-ttft-p50-ms")
+		b.ReportMetric(ms(direct.p(99)), "direct-ttft-p99-ms")
+		b.ReportMetric(ms(pooled.p(50)), "pool-ttft-p50-ms")
+		b.ReportMetric(ms(pooled.p(99)), "pool-ttft-p99-ms")
+		b.ReportMetric(ms(pooled.p(50)-direct.p(50)), "added-p50-ms")
+		b.ReportMetric(ms(pooled.p(99)-direct.p(99)), "added-p99-ms")
+		b.ReportMetric(direct.tokensPerSecond(), "direct-tokens/s")
+		b.ReportMetric(pooled.tokensPerSecond(), "pool-tokens/s")
+		b.ReportMetric(direct.cpuPerToken(), "direct-cpu-µs/token")
+		b.ReportMetric(pooled.cpuPerToken(), "pool-cpu-µs/token")
+	}
+}
+
+type run struct {
+	ttft    []time.Duration
+	tokens  int
+	elapsed time.Duration
+	cpu     time.Duration
+}
+
+func (r run) p(q int) time.Duration {
+	s := slices.Clone(r.ttft)
+	slices.Sort(s)
+	return s[(len(s)-1)*q/100]
+}
+
+func (r run) merge(o run) run {
+	return run{ttft: append(r.ttft, o.ttft...), tokens: r.tokens + o.tokens, elapsed: r.elapsed + o.elapsed, cpu: r.cpu + o.cpu}
+}
+
+func (r run) tokensPerSecond() float64 { return float64(r.tokens) / r.elapsed.Seconds() }
+func (r run) cpuPerToken() float64 {
+	return float64(r.cpu.Microseconds()) / float64(r.tokens)
+}
+
+// measure runs streams concurrent loops of perStream requests each.
+func measure(streams, perStream, tokens int, do func() (time.Duration, int, error)) run {
+	var mu sync.Mutex
+	out := run{}
+	cpu0 := cpuTime()
+	start := time.Now()
+	parallel(streams, func(int) {
+		for range perStream {
+			ttft, n, err := do()
+			if err != nil || n != tokens {
+				panic(fmt.Sprintf("benchmark request failed: %v (%d of %d tokens)", err, n, tokens))
+			}
+			mu.Lock()
+			out.ttft = append(out.ttft, ttft)
+			out.tokens += n
+			mu.Unlock()
+		}
+	})
+	out.elapsed = time.Since(start)
+	out.cpu = cpuTime() - cpu0
+	return out
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+var directClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024}}
+
+// directChat streams one chat straight from the backend, as the pool would, and returns the
+// time to its first chunk and the chunks it sent.
+func directChat(b testing.TB, backend string, tokens int) (time.Duration, int, error) {
+	body, _ := json.Marshal(map[string]any{
+		"model": "tiny", "stream": true,
+		"messages": []map[string]string{{"role": "user", "content": "bench"}},
+		"options":  map[string]any{"num_predict": tokens, "temperature": 0},
+	})
+	start := time.Now()
+	resp, err := directClient.Post("http://"+backend+"/api/chat", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	var ttft time.Duration
+	chunks := 0
+	for {
+		var c struct {
+			Message struct {
+				Content string `json:"content"`
+			} `json:"message"`
+			Done bool `json:"done"`
+		}
+		if err := dec.Decode(&c); err != nil {
+			return ttft, chunks, err
+		}
+		if c.Message.Content != "" {
+			if chunks == 0 {
+				ttft = time.Since(start)
+			}
+			chunks++
+		}
+		if c.Done {
+			return ttft, chunks, nil
+		}
+	}
+}
