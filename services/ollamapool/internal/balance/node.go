@@ -2,10 +2,10 @@ package balance
 
 import (
 	"slices"
-	"strings"
 	"time"
 
 	commonv1 "github.com/sollol/mesh/gen/go/sollol/common/v1"
+	"github.com/sollol/mesh/services/shared/inference"
 )
 
 // latencyWeight is the EWMA weight of a new sample.
@@ -44,14 +44,14 @@ func (n *Node) Healthy() bool {
 // Has says whether the node has model installed.
 func (n *Node) Has(model string) bool {
 	return slices.ContainsFunc(n.Backend.GetInstalledModels(), func(m *commonv1.InstalledModel) bool {
-		return SameModel(m.GetName(), model)
+		return inference.SameModel(m.GetName(), model)
 	})
 }
 
 // Loaded says whether model is already in the node's memory, so no load delay.
 func (n *Node) Loaded(model string) bool {
 	return slices.ContainsFunc(n.Backend.GetLoadedModels(), func(m *commonv1.LoadedModel) bool {
-		return SameModel(m.GetName(), model)
+		return inference.SameModel(m.GetName(), model)
 	})
 }
 
@@ -74,17 +74,4 @@ func ewma(avg, sample time.Duration) time.Duration {
 		return sample
 	}
 	return time.Duration(latencyWeight*float64(sample) + (1-latencyWeight)*float64(avg))
-}
-
-// SameModel compares model names the way Ollama resolves them: a name without a tag means
-// ":latest", and case does not matter.
-func SameModel(a, b string) bool { return NormalizeModel(a) == NormalizeModel(b) }
-
-// NormalizeModel adds the implicit ":latest" tag and lower-cases the name.
-func NormalizeModel(name string) string {
-	name = strings.ToLower(strings.TrimSpace(name))
-	if i := strings.LastIndex(name, "/"); !strings.Contains(name[i+1:], ":") {
-		name += ":latest"
-	}
-	return name
 }

@@ -1,0 +1,73 @@
+package decide
+
+import (
+	"regexp"
+	"strconv"
+	"strings"
+
+	commonv1 "github.com/sollol/mesh/gen/go/sollol/common/v1"
+	routerv1 "github.com/sollol/mesh/gen/go/sollol/router/v1"
+)
+
+// Size estimates the memory a model needs at a context size, from the best source at hand:
+// GGUF metadata (exact), an Ollama node's model listing (file size), or, last, the parameter
+// count in the name — which is reported as a guess.
+type Size struct {
+	Bytes  uint64
+	Source routerv1.ModelSizeSource
+}
+
+// IsGuess says the estimate may be far off.
+func (s Size) IsGuess() bool {
+	return s.Source == routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_NAME_GUESS || s.Source == routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_UNKNOWN
+}
+
+// Proto is the API form.
+func (s Size) Proto() *routerv1.ModelSize {
+	return &routerv1.ModelSize{Bytes: s.Bytes, Source: s.Source, IsGuess: s.IsGuess()}
+}
+
+// kvBytesPerToken is a conservative KV-cache cost per context token when the architecture is
+// unknown (an 8B model in f16 needs about 128 KiB per token).
+const kvBytesPerToken = 128 << 10
+
+// defaultContext is the context assumed when the request names none (Ollama's default).
+const defaultContext = 4096
+
+// FromOllama estimates from the installed model's file size plus the KV cache.
+func FromOllama(m *commonv1.InstalledModel, contextSize int32) Size {
+	return Size{Bytes: m.GetSizeBytes() + kvCache(contextSize), Source: routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_OLLAMA_METADATA}
+}
+
+func kvCache(contextSize int32) uint64 {
+	if contextSize <= 0 {
+		contextSize = defaultContext
+	}
+	return uint64(contextSize) * kvBytesPerToken
+}
+
+// paramsInName finds "70b", "8x7b", "3.8b", "500m" in a model name.
+var paramsInName = regexp.MustCompile(`(?i)(?:^|[^a-z0-9])(?:(\d+)x)?(\d+(?:\.\d+)?)([bm])(?:$|[^a-z0-9])`)
+
+// FromName guesses from the parameter count in the name, at 4-bit quantisation (about 0.6
+// bytes per parameter with overhead). It is the Python SOLLOL's method and only a last
+// resort: the decision says so.
+func FromName(model string, contextSize int32) Size {
+	m := paramsInName.FindStringSubmatch(model)
+	if m == nil {
+		return Size{Source: routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_UNKNOWN}
+	}
+	n, err := strconv.ParseFloat(m[2], 64)
+	if err != nil {
+		return Size{Source: routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_UNKNOWN}
+	}
+	if m[1] != "" {
+		experts, _ := strconv.ParseFloat(m[1], 64)
+		n *= experts
+	}
+	unit := 1e9
+	if strings.EqualFold(m[3], "m") {
+		unit = 1e6
+	}
+	return Size{Bytes: uint64(n*unit*0.6) + kvCache(contextSize), Source: routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_NAME_GUESS}
+}
