@@ -1,9 +1,6 @@
 // Package router is the mesh's front door: it decides per request whether the Ollama pool or
-// llama.cpp RPC sharding serves it, and speaks gRPC, REST (grpc-gateway), and later the
-// Ollama and OpenAI HTTP APIs.
-//
-// Its RPCs answer UNIMPLEMENTED until the router's own issue fills them in; the gRPC server,
-// the REST gateway over a real connection, health, registration and shutdown are real.
+// llama.cpp RPC sharding serves it, falls back between them before the first token, and
+// speaks gRPC, REST (grpc-gateway), and the Ollama and OpenAI HTTP APIs.
 package router
 
 import (
@@ -13,13 +10,17 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"log/slog"
+
 	"github.com/sollol/mesh/gen"
 	routerv1 "github.com/sollol/mesh/gen/go/sollol/router/v1"
+	"github.com/sollol/mesh/services/router/internal/decide"
 	"github.com/sollol/mesh/services/shared/grpcserver"
 )
 
@@ -30,20 +31,53 @@ const Name = "router"
 type Config struct {
 	// GRPC is where the public gRPC API listens and how it registers.
 	GRPC grpcserver.Config `yaml:"grpc"`
+	// TaskDistribution and ModelSharding are the SynapticLlamas switches: on, off, or auto
+	// (on exactly when discovery has found backends of that kind).
+	TaskDistribution string `yaml:"task_distribution"`
+	ModelSharding    string `yaml:"model_sharding"`
+	// Fallback lets a request move to the other path when its path fails before the first
+	// token.
+	Fallback bool `yaml:"fallback"`
+	// MaxBodyBytes bounds an HTTP request body.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 }
 
 // RegisterFlags declares the router's flags, all prefixed "router.".
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.GRPC.RegisterFlags(fs, Name+".", "127.0.0.1:50051")
+	fs.StringVar(&c.TaskDistribution, Name+".task-distribution", "auto", "the Ollama pool path: on, off, or auto (on when Ollama nodes are found)")
+	fs.StringVar(&c.ModelSharding, Name+".model-sharding", "auto", "the llama.cpp RPC sharding path: on, off, or auto (on when rpc-servers are found)")
+	fs.BoolVar(&c.Fallback, Name+".fallback", true, "move to the other path when the chosen one fails before the first token")
+	fs.Int64Var(&c.MaxBodyBytes, Name+".max-body-bytes", 32<<20, "largest HTTP request body accepted")
 }
 
-// Deps are what the router uses from its process.
+func (c *Config) mode() (decide.Mode, error) {
+	td, err := decide.ParseSwitch("router.task-distribution", c.TaskDistribution)
+	if err != nil {
+		return decide.Mode{}, err
+	}
+	ms, err := decide.ParseSwitch("router.model-sharding", c.ModelSharding)
+	if err != nil {
+		return decide.Mode{}, err
+	}
+	return decide.Mode{TaskDistribution: td, ModelSharding: ms, Fallback: c.Fallback}, nil
+}
+
+// Deps are what the router uses from its process. Etcd is required.
 type Deps = grpcserver.Deps
 
 // Service is a running router.
 type Service struct {
 	*grpcserver.Service
 	routerv1.UnimplementedRouterServiceServer
+
+	cfg        Config
+	mode       decide.Mode
+	log        *slog.Logger
+	view       *liveView
+	downstream *downstream
+	stats      *stats
+	started    time.Time
 
 	gateway     *runtime.ServeMux
 	gatewayConn *grpc.ClientConn
@@ -53,42 +87,66 @@ var _ routerv1.RouterServiceServer = (*Service)(nil)
 
 // New builds the router; it starts listening on Start.
 func New(cfg Config, deps Deps) (*Service, error) {
-	s := &Service{
-		Service: grpcserver.New(Name, cfg.GRPC, deps),
-		gateway: runtime.NewServeMux(),
+	if deps.Etcd == nil {
+		return nil, errors.New("router: an etcd client is required")
 	}
+	mode, err := cfg.mode()
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{
+		Service:    grpcserver.New(Name, cfg.GRPC, deps),
+		cfg:        cfg,
+		mode:       mode,
+		downstream: &downstream{etcd: deps.Etcd},
+		stats:      newStats(),
+		gateway:    runtime.NewServeMux(),
+	}
+	s.log = s.Logger()
+	s.view = newLiveView(deps.Etcd, s.log)
 	routerv1.RegisterRouterServiceServer(s.Server(), s)
 	return s, nil
 }
 
-// Start serves gRPC, then connects the REST gateway to it over a real client connection
-// (the in-process gateway handler cannot stream).
+// Start mirrors the live view, serves gRPC, then connects the REST gateway to it over a real
+// client connection (the in-process gateway handler cannot stream).
 func (s *Service) Start(ctx context.Context) error {
+	if err := s.view.start(ctx); err != nil {
+		return err
+	}
 	if err := s.Service.Start(ctx); err != nil {
+		s.view.stop()
 		return err
 	}
 	conn, err := grpc.NewClient(dialable(s.Addr()),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(grpcserver.MaxMessageBytes)))
 	if err != nil {
-		return errors.Join(fmt.Errorf("router: gateway connection: %w", err), s.Service.Stop(ctx))
-	}
-	if err := routerv1.RegisterRouterServiceHandler(ctx, s.gateway, conn); err != nil {
-		_ = conn.Close()
-		return errors.Join(fmt.Errorf("router: register gateway: %w", err), s.Service.Stop(ctx))
+		return errors.Join(fmt.Errorf("router: gateway connection: %w", err), s.Stop(ctx))
 	}
 	s.gatewayConn = conn
+	if err := routerv1.RegisterRouterServiceHandler(ctx, s.gateway, conn); err != nil {
+		return errors.Join(fmt.Errorf("router: register gateway: %w", err), s.Stop(ctx))
+	}
+	s.started = time.Now()
 	return nil
 }
 
-// Stop stops the gRPC server (draining streams) and then the gateway's connection.
+// Stop stops the gRPC server (draining streams), then the gateway's and downstream
+// connections and the live view.
 func (s *Service) Stop(ctx context.Context) error {
 	err := s.Service.Stop(ctx)
 	if s.gatewayConn != nil {
 		err = errors.Join(err, s.gatewayConn.Close())
 	}
+	s.downstream.close()
+	s.view.stop()
 	return err
 }
+
+// PoolConnected reports whether this router ever opened a connection to the pool; in
+// pure-RPC mode it never does.
+func (s *Service) PoolConnected() bool { return s.downstream.poolConnected() }
 
 // HTTPHandler serves the REST API under /sollol/v1/ and its OpenAPI document at
 // /sollol/v1/openapi.json.

@@ -27,3 +27,12 @@ func (c protoJSONCodec[T]) Unmarshal(data []byte) (T, error) {
 	err := protojson.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(data, v)
 	return v, err
 }
+
+// Raw keeps values as the bytes etcd holds, for keys whose presence is what matters (service
+// instances, counted by the router) or whose format is another library's.
+func Raw() Codec[[]byte] { return rawCodec{} }
+
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v []byte) ([]byte, error)      { return v, nil }
+func (rawCodec) Unmarshal(data []byte) ([]byte, error) { return data, nil }
