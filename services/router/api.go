@@ -43,7 +43,7 @@ type streamSink struct {
 }
 
 func (s streamSink) Progress(p *commonv1.LoadProgress) error { return s.progress(p) }
-func (s streamSink) Text(t string) error                   { return s.text(t) }
+func (s streamSink) Text(t string) error                     { return s.text(t) }
 
 // Chat streams a chat answer over the chosen path.
 func (s *Service) Chat(req *routerv1.ChatRequest, stream routerv1.RouterService_ChatServer) error {
@@ -219,4 +219,3 @@ func usable(b *commonv1.Backend) bool {
 	h := b.GetHealth()
 	return h == commonv1.HealthState_HEALTH_STATE_HEALTHY || h == commonv1.HealthState_HEALTH_STATE_DEGRADED
 }
-

@@ -16,10 +16,10 @@ import (
 type downstream struct {
 	etcd *clientv3.Client
 
-	mu           sync.Mutex
-	poolConn     *grpc.ClientConn
-	coordConn    *grpc.ClientConn
-	poolDials    int // how many pool connections were made (0 in pure-RPC mode; tests check)
+	mu        sync.Mutex
+	poolConn  *grpc.ClientConn
+	coordConn *grpc.ClientConn
+	poolDials int // how many pool connections were made (0 in pure-RPC mode; tests check)
 }
 
 func (d *downstream) pool() (*grpc.ClientConn, error) {

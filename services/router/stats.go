@@ -57,4 +57,3 @@ func (s *stats) errorCounts() map[string]uint64 {
 	}
 	return out
 }
-
