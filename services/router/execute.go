@@ -27,6 +27,10 @@ type Inference struct {
 	Options  *commonv1.GenerationOptions
 	Hint     commonv1.RouteHint
 	Priority int32
+	// OnPath, when set, is called each time a path starts serving the request (twice when
+	// it falls back), before any of that path's events reach the sink: an HTTP API names
+	// the path in its response headers from it.
+	OnPath func(path commonv1.RoutePath, fallbackReason string)
 }
 
 func (in *Inference) chat() bool { return in.Messages != nil }
@@ -63,11 +67,17 @@ func (s *Service) Run(ctx context.Context, in *Inference, sink Sink) (*commonv1.
 	s.stats.inFlight.Add(1)
 	defer s.stats.inFlight.Add(-1)
 
+	if in.OnPath != nil {
+		in.OnPath(d.GetPath(), "")
+	}
 	done, started, err := s.runOn(ctx, d.GetPath(), in, sink)
 	if err != nil && !started && d.GetFallback() != commonv1.RoutePath_ROUTE_PATH_UNSPECIFIED && fallbackable(err) {
 		reason := fmt.Sprintf("%s failed before the first token: %s", pathWord(d.GetPath()), status.Convert(err).Message())
 		s.stats.fallback(d.GetPath())
 		s.log.Warn("falling back", "model", in.Model, "from", pathWord(d.GetPath()), "to", pathWord(d.GetFallback()), "err", err)
+		if in.OnPath != nil {
+			in.OnPath(d.GetFallback(), reason)
+		}
 		done, _, err = s.runOn(ctx, d.GetFallback(), in, sink)
 		if err == nil {
 			done.Route.FallbackReason = reason

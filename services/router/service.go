@@ -19,6 +19,7 @@ import (
 	"log/slog"
 
 	"github.com/sollol/mesh/gen"
+	commonv1 "github.com/sollol/mesh/gen/go/sollol/common/v1"
 	routerv1 "github.com/sollol/mesh/gen/go/sollol/router/v1"
 	"github.com/sollol/mesh/services/router/internal/decide"
 	"github.com/sollol/mesh/services/shared/grpcserver"
@@ -171,3 +172,16 @@ func dialable(addr string) string {
 	}
 	return addr
 }
+
+// Decide explains how a request for model would be routed now, without running it.
+func (s *Service) Decide(model string, contextSize int32, hint commonv1.RouteHint) *routerv1.Decision {
+	return s.decide(model, contextSize, hint)
+}
+
+// EmbedInputs embeds through the pool; the HTTP APIs call it with their own request shapes.
+func (s *Service) EmbedInputs(ctx context.Context, req *routerv1.EmbedRequest) (*routerv1.EmbedResponse, error) {
+	return s.embed(ctx, req)
+}
+
+// Backends is discovery's current view of every backend, from the router's etcd mirror.
+func (s *Service) Backends() []*commonv1.Backend { return s.view.current().Backends }
