@@ -24,6 +24,7 @@ import (
 	"github.com/sollol/mesh/services/shared/httpserver"
 	"github.com/sollol/mesh/services/shared/lifecycle"
 	"github.com/sollol/mesh/services/shared/logging"
+	"github.com/sollol/mesh/services/sollol/internal/cli"
 )
 
 // Version is set at build time with -ldflags "-X ...app.Version=...".
@@ -36,6 +37,10 @@ Usage:
   sollol <target>[,<target>] [flags]
                                run chosen services (targets: discovery, coordinator,
                                ollamapool, router) against --etcd-endpoints
+  sollol chat -m MODEL "prompt" stream an answer through the router, with the route taken
+  sollol backends              list the backends discovery found and verified
+  sollol route -m MODEL        explain how a request would be routed, without running it
+  sollol stats                 the router's counters and what it sees of each part
   sollol version               print the version
   sollol <command> -h          list the flags (every flag also reads SOLLOL_<NAME>,
                                e.g. --router.grpc-addr from SOLLOL_ROUTER_GRPC_ADDR,
@@ -54,6 +59,9 @@ func Main(args []string, stdout, stderr io.Writer, lookupEnv func(string) (strin
 		return 0
 	}
 	command := args[0]
+	if c, ok := cli.Find(command); ok {
+		return cli.Main(c, args[1:], &cli.Env{Stdout: stdout, Stderr: stderr, LookupEnv: lookupEnv})
+	}
 	targets, err := selectTargets(command)
 	if err != nil {
 		fmt.Fprintf(stderr, "sollol: %v\n", err)
