@@ -19,7 +19,7 @@ import (
 
 // sollolProcess is one running sollol binary in its own process group.
 type sollolProcess struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	output *testutil.SyncBuffer
 	exited chan struct{}
@@ -28,7 +28,7 @@ type sollolProcess struct {
 
 // startSollol runs the binary with args; it is killed (with its group) at the end of the test
 // if it is still running, and its output is logged when the test fails.
-func startSollol(t *testing.T, args ...string) *sollolProcess {
+func startSollol(t testing.TB, args ...string) *sollolProcess {
 	t.Helper()
 	cmd := exec.Command(sollolBin, args...)
 	out := &testutil.SyncBuffer{}
@@ -116,7 +116,7 @@ type upPorts struct {
 	http, router, discovery, pool, coordinator, etcdClient, etcdPeer string
 }
 
-func freePorts(t *testing.T) upPorts {
+func freePorts(t testing.TB) upPorts {
 	t.Helper()
 	next := func() string {
 		addr, err := netutil.FreeLoopbackAddr()

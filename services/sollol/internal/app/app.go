@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -132,6 +133,11 @@ func run(command string, targets []target, cfg *Config, log *slog.Logger) error 
 		_, _ = io.WriteString(w, "ok\n")
 	}))
 	p.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if cfg.Pprof {
+		p.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		p.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		p.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	manager.Add(httpserver.New(cfg.HTTP, p.mux, log))
 
 	if err := manager.Start(ctx); err != nil {

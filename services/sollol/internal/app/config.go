@@ -24,6 +24,9 @@ type Config struct {
 	DataDir string `yaml:"data_dir"`
 	// ShutdownTimeout bounds the whole stop after SIGTERM; services drain within it.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// Pprof serves Go's profiler under /debug/pprof/ on the HTTP listener. Off by default:
+	// profiles reveal internals and cost CPU while taken.
+	Pprof bool `yaml:"pprof"`
 
 	Discovery   discovery.Config   `yaml:"discovery"`
 	Coordinator coordinator.Config `yaml:"coordinator"`
@@ -61,6 +64,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", defaultDataDir(), "local state, e.g. the embedded etcd's data")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "upper bound on a graceful stop")
 	fs.BoolVar(&c.printConfig, "print-config", false, "print the effective configuration as YAML and exit")
+	fs.BoolVar(&c.Pprof, "debug.pprof", false, "serve Go's profiler under /debug/pprof/ on the HTTP address")
 	c.Discovery.RegisterFlags(fs)
 	if c.up {
 		// `sollol up` is the newcomer's one command: a local Ollama or rpc-server on its

@@ -1,0 +1,298 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	commonv1 "github.com/sollol/mesh/gen/go/sollol/common/v1"
+	routerv1 "github.com/sollol/mesh/gen/go/sollol/router/v1"
+	"github.com/sollol/mesh/services/doubles/ollamafake"
+	"github.com/sollol/mesh/services/shared/testutil/ollamatest"
+)
+
+// BenchmarkMeshEndToEnd runs the built sollol binary (`sollol up`) in front of one backend
+// and compares, in the same run, a streamed chat through the router's gRPC API (router →
+// pool → node) with the same chat sent to the node directly: time to first token (p50/p99)
+// and tokens/s at 1, 64 and 512 concurrent streams, with a fast fake Ollama and with a real
+// one. It also reports the router process's memory per open stream.
+//
+//	SOLLOL_REQUIRE_OLLAMA=1 go test ./services/e2e -run '^$' -bench MeshEndToEnd -benchtime 1x
+func BenchmarkMeshEndToEnd(b *testing.B) {
+	for _, streams := range []int{1, 64, 512} {
+		b.Run(fmt.Sprintf("fake/streams=%d", streams), func(b *testing.B) {
+			fake, err := ollamafake.Start(ollamafake.Behaviour{Tokens: 32, Gap: time.Millisecond, Models: []string{"tiny:latest"}})
+			require.NoError(b, err)
+			b.Cleanup(func() { _ = fake.Close() })
+			benchMesh(b, fake.Addr(), streams, max(64/streams, 4))
+		})
+	}
+	for _, streams := range []int{1, 64} {
+		b.Run(fmt.Sprintf("real/streams=%d", streams), func(b *testing.B) {
+			node := ollamatest.Start(b)
+			node.CreateTinyModel(b, "tiny")
+			benchMesh(b, node.Addr(), streams, max(64/streams, 2))
+		})
+	}
+	b.Run("memory-per-open-stream", func(b *testing.B) {
+		fake, err := ollamafake.Start(ollamafake.Behaviour{StallAfter: 1, Models: []string{"tiny:latest"}})
+		require.NoError(b, err)
+		b.Cleanup(func() { _ = fake.Close() })
+		benchStreamMemory(b, fake.Addr(), 500)
+	})
+}
+
+// meshFor starts `sollol up` with one Ollama backend and a pool that never queues, and
+// returns a router client once the router routes the tiny model to the pool.
+func meshFor(b *testing.B, backend string) (routerv1.RouterServiceClient, *sollolProcess, string) {
+	ports := freePorts(b)
+	args := append([]string{"up", "--data-dir", b.TempDir(), "--discovery.ollama-nodes", backend,
+		"--discovery.local-defaults=false", "--ollamapool.max-in-flight-per-node", "4096", "--ollamapool.queue-size", "4096",
+		"--log.level", "error", "--debug.pprof"}, ports.args()...)
+	p := startSollol(b, args...)
+	conn, err := grpc.NewClient(ports.router, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(b, err)
+	b.Cleanup(func() { _ = conn.Close() })
+	client := routerv1.NewRouterServiceClient(conn)
+	require.Eventually(b, func() bool {
+		resp, err := client.Route(context.Background(), &routerv1.RouteRequest{Model: "tiny"})
+		return err == nil && resp.GetDecision().GetPath() == commonv1.RoutePath_ROUTE_PATH_POOL
+	}, 60*time.Second, 50*time.Millisecond)
+	return client, p, ports.http
+}
+
+// profileSollol, when SOLLOL_BENCH_PROFILE_DIR names a folder, records a CPU profile of the
+// sollol process during the measurement into that folder (go tool pprof reads it).
+func profileSollol(b *testing.B, httpAddr string) (wait func()) {
+	dir := os.Getenv("SOLLOL_BENCH_PROFILE_DIR")
+	if dir == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get("http://" + httpAddr + "/debug/pprof/profile?seconds=3")
+		if err != nil {
+			b.Logf("profile: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		name := strings.NewReplacer("/", "_", "=", "-").Replace(b.Name()) + ".pprof"
+		data, _ := io.ReadAll(resp.Body)
+		if err := os.WriteFile(dir+"/"+name, data, 0o644); err != nil {
+			b.Logf("profile: %v", err)
+		}
+	}()
+	return func() { <-done }
+}
+
+func benchMesh(b *testing.B, backend string, streams, perStream int) {
+	client, _, httpAddr := meshFor(b, backend)
+	viaMesh := func() (time.Duration, int, error) { return meshChat(client) }
+	direct := func() (time.Duration, int, error) { return directOllamaChat(backend) }
+	// Warm both paths at full concurrency (connections, model load).
+	measureStreams(b, streams, perStream, direct)
+	measureStreams(b, streams, perStream, viaMesh)
+	stopProfile := profileSollol(b, httpAddr)
+	defer stopProfile()
+	for range b.N {
+		d, m := measureStreams(b, streams, perStream, direct), measureStreams(b, streams, perStream, viaMesh)
+		d, m = d.merge(measureStreams(b, streams, perStream, direct)), m.merge(measureStreams(b, streams, perStream, viaMesh))
+		b.ReportMetric(msOf(d.p(50)), "direct-ttft-p50-ms")
+		b.ReportMetric(msOf(d.p(99)), "direct-ttft-p99-ms")
+		b.ReportMetric(msOf(m.p(50)), "mesh-ttft-p50-ms")
+		b.ReportMetric(msOf(m.p(99)), "mesh-ttft-p99-ms")
+		b.ReportMetric(msOf(m.p(50)-d.p(50)), "added-p50-ms")
+		b.ReportMetric(msOf(m.p(99)-d.p(99)), "added-p99-ms")
+		b.ReportMetric(d.rate(), "direct-tokens/s")
+		b.ReportMetric(m.rate(), "mesh-tokens/s")
+	}
+}
+
+// benchStreamMemory opens n streams that stay open (the backend goes silent after one
+// token) and reports the growth of the sollol process's resident memory per stream.
+func benchStreamMemory(b *testing.B, backend string, n int) {
+	client, p, _ := meshFor(b, backend)
+	before := rssBytes(b, p.cmd.Process.Pid)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	opened := make(chan struct{}, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stream, err := client.Chat(ctx, chatReq())
+			if err != nil {
+				return
+			}
+			if _, err := stream.Recv(); err == nil {
+				opened <- struct{}{}
+			}
+			_, _ = stream.Recv() // holds the stream open until cancel
+		}()
+	}
+	for range n {
+		select {
+		case <-opened:
+		case <-time.After(time.Minute):
+			b.Fatal("streams did not open")
+		}
+	}
+	after := rssBytes(b, p.cmd.Process.Pid)
+	b.ReportMetric(float64(after-before)/float64(n)/1024, "KiB/open-stream")
+	cancel()
+	wg.Wait()
+}
+
+func rssBytes(b *testing.B, pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	require.NoError(b, err)
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
+			require.NoError(b, err)
+			return kb * 1024
+		}
+	}
+	b.Fatal("no VmRSS")
+	return 0
+}
+
+func chatReq() *routerv1.ChatRequest {
+	return &routerv1.ChatRequest{Model: "tiny", Messages: []*commonv1.ChatMessage{{Role: commonv1.Role_ROLE_USER, Content: "bench"}},
+		Options: &commonv1.GenerationOptions{MaxTokens: proto.Int32(32), Temperature: proto.Float64(0)}}
+}
+
+func meshChat(client routerv1.RouterServiceClient) (time.Duration, int, error) {
+	start := time.Now()
+	stream, err := client.Chat(context.Background(), chatReq())
+	if err != nil {
+		return 0, 0, err
+	}
+	var ttft time.Duration
+	chunks := 0
+	for {
+		msg, err := stream.Recv()
+		if err == io.EOF {
+			return ttft, chunks, nil
+		}
+		if err != nil {
+			return ttft, chunks, err
+		}
+		if msg.GetChunk() != nil {
+			if chunks == 0 {
+				ttft = time.Since(start)
+			}
+			chunks++
+		}
+	}
+}
+
+var benchHTTP = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024}}
+
+func directOllamaChat(backend string) (time.Duration, int, error) {
+	body, _ := json.Marshal(map[string]any{"model": "tiny", "stream": true,
+		"messages": []map[string]string{{"role": "user", "content": "bench"}},
+		"options":  map[string]any{"num_predict": 32, "temperature": 0}})
+	start := time.Now()
+	resp, err := benchHTTP.Post("http://"+backend+"/api/chat", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	var ttft time.Duration
+	chunks := 0
+	for {
+		var c struct {
+			Message struct{ Content string } `json:"message"`
+			Done    bool                     `json:"done"`
+		}
+		if err := dec.Decode(&c); err != nil {
+			return ttft, chunks, err
+		}
+		if c.Message.Content != "" {
+			if chunks == 0 {
+				ttft = time.Since(start)
+			}
+			chunks++
+		}
+		if c.Done {
+			return ttft, chunks, nil
+		}
+	}
+}
+
+type streamRun struct {
+	ttft    []time.Duration
+	tokens  int
+	elapsed time.Duration
+}
+
+func (r streamRun) merge(o streamRun) streamRun {
+	return streamRun{ttft: append(r.ttft, o.ttft...), tokens: r.tokens + o.tokens, elapsed: r.elapsed + o.elapsed}
+}
+
+func (r streamRun) p(q int) time.Duration {
+	s := slices.Clone(r.ttft)
+	slices.Sort(s)
+	return s[(len(s)-1)*q/100]
+}
+
+func (r streamRun) rate() float64 { return float64(r.tokens) / r.elapsed.Seconds() }
+
+// measureStreams runs streams concurrent loops of perStream chats. A failed chat fails the
+// benchmark through require in the caller (never a panic, which would skip the cleanup that
+// stops the sollol process).
+func measureStreams(b *testing.B, streams, perStream int, do func() (time.Duration, int, error)) streamRun {
+	var mu sync.Mutex
+	var out streamRun
+	var firstErr error
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range perStream {
+				ttft, n, err := do()
+				if err == nil && n != 32 {
+					err = fmt.Errorf("%d tokens instead of 32", n)
+				}
+				mu.Lock()
+				if err != nil {
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					return
+				}
+				out.ttft = append(out.ttft, ttft)
+				out.tokens += n
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	out.elapsed = time.Since(start)
+	require.NoError(b, firstErr, "a benchmark chat failed")
+	return out
+}
+
+func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
