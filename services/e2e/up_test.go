@@ -18,6 +18,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	commonv1 "github.com/sollol/mesh/gen/go/sollol/common/v1"
 	routerv1 "github.com/sollol/mesh/gen/go/sollol/router/v1"
 	"github.com/sollol/mesh/services/shared/registry"
 	"github.com/sollol/mesh/services/shared/testutil/etcdtest"
@@ -63,12 +64,19 @@ func TestUpServesThenStopsCleanlyOnSIGTERM(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, healthpb.HealthCheckResponse_SERVING, health.GetStatus())
 
-	// Until the router's issue lands its RPCs say so honestly, over gRPC and over REST.
+	// With no backend at all the mesh still answers: stats over gRPC and REST, and a chat
+	// gets an immediate error that says what to configure.
 	_, err = routerv1.NewRouterServiceClient(conn).GetStats(ctx, &routerv1.GetStatsRequest{})
-	require.Equal(t, codes.Unimplemented, status.Code(err))
+	require.NoError(t, err)
 	code, body, err := httpGet("http://" + ports.http + "/sollol/v1/stats")
 	require.NoError(t, err)
-	require.Equal(t, http.StatusNotImplemented, code, body)
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, `"mode"`)
+	chat, err := routerv1.NewRouterServiceClient(conn).Chat(ctx, &routerv1.ChatRequest{Model: "tiny",
+		Messages: []*commonv1.ChatMessage{{Role: commonv1.Role_ROLE_USER, Content: "hi"}}})
+	require.NoError(t, err)
+	_, err = chat.Recv()
+	require.Equal(t, codes.FailedPrecondition, status.Code(err))
 
 	code, body, err = httpGet("http://" + ports.http + "/sollol/v1/openapi.json")
 	require.NoError(t, err)
@@ -78,7 +86,7 @@ func TestUpServesThenStopsCleanlyOnSIGTERM(t *testing.T) {
 	code, body, err = httpGet("http://" + ports.http + "/metrics")
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, code)
-	require.Contains(t, body, `sollol_grpc_server_handled_total{grpc_code="Unimplemented",grpc_method="GetStats"`)
+	require.Contains(t, body, `sollol_grpc_server_handled_total{grpc_code="OK",grpc_method="GetStats"`)
 
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
 	require.Equal(t, 0, p.waitExit(20*time.Second), "a clean stop exits 0")
