@@ -53,7 +53,8 @@ func TestClientCommandsAgainstARunningMesh(t *testing.T) {
 
 	code, out = runSollol(t, 20*time.Second, "chat", "--addr", ports.router, "-m", "no-such-model", "hi")
 	require.Equal(t, 1, code, out)
-	require.Contains(t, lastLine(out), "FailedPrecondition")
+	require.Contains(t, lastLine(out), "NotFound")
+	require.Contains(t, lastLine(out), "tiny:latest", "the error lists the models that exist")
 
 	code, out = runSollol(t, 20*time.Second, "chat", "--addr", ports.router, "hi")
 	require.Equal(t, 2, code, out)

@@ -63,11 +63,12 @@ func TestRouterOllamaOnlyServesFromThePool(t *testing.T) {
 	require.Equal(t, commonv1.RoutePath_ROUTE_PATH_POOL, done.GetRoute().GetPath())
 	require.Contains(t, done.GetRoute().GetBackend(), "ollama@")
 
-	// A model nobody has, with sharding off: an immediate FAILED_PRECONDITION that says what
-	// to do, never a hang.
+	// A model nobody has, with sharding off: an immediate NOT_FOUND that lists what exists
+	// and says what to do, never a hang.
 	_, _, err = chatThroughRouter(t, m.client, "llama3:70b", 10, commonv1.RouteHint_ROUTE_HINT_UNSPECIFIED)
-	require.Equal(t, codes.FailedPrecondition, status.Code(err))
-	require.Equal(t, "NO_PATH", rpcerr.Reason(err))
+	require.Equal(t, codes.NotFound, status.Code(err))
+	require.Equal(t, "MODEL_NOT_FOUND", rpcerr.Reason(err))
+	require.Contains(t, status.Convert(err).Message(), "tiny:latest")
 	require.Contains(t, status.Convert(err).Message(), "install the model on an Ollama node")
 
 	stats, err := m.client.GetStats(context.Background(), &routerv1.GetStatsRequest{})

@@ -96,7 +96,7 @@ func (s *Service) embedPart(ctx context.Context, req *ollamapoolv1.EmbedRequest,
 			return nil, tried, err
 		}
 		tried = append(tried, node.ID)
-		resp, err := s.client.Embed(ctx, node.Addr(), body)
+		resp, err := s.client.Embed(ctx, s.pool.addrOf(node), body)
 		var oerr *ollama.Error
 		errors.As(err, &oerr)
 		s.pool.release(node, outcome{err: oerr, neutral: oerr != nil && oerr.Class == ollama.ClassCanceled})

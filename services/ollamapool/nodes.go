@@ -53,7 +53,7 @@ func (s *Service) WarmModel(ctx context.Context, req *ollamapoolv1.WarmModelRequ
 		go func() {
 			defer wg.Done()
 			start := time.Now()
-			err := s.client.Load(ctx, n.Addr(), req.GetModel(), keep)
+			err := s.client.Load(ctx, s.pool.addrOf(n), req.GetModel(), keep)
 			var oerr *ollama.Error
 			errors.As(err, &oerr)
 			s.pool.release(n, outcome{err: oerr, duration: time.Since(start)})

@@ -253,3 +253,11 @@ func (p *pool) acquireNow(want balance.Want) (*balance.Node, error) {
 	}
 	return node, err
 }
+
+// addrOf reads a node's address under the lock: discovery's updates replace the node's
+// backend record concurrently.
+func (p *pool) addrOf(n *balance.Node) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return n.Addr()
+}

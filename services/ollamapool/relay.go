@@ -46,7 +46,7 @@ func (s *Service) relay(ctx context.Context, r streamRequest, send func(text str
 		start := time.Now()
 		var ttft time.Duration
 		tokens := 0
-		final, err := s.client.Stream(ctx, node.Addr(), r.path, r.body, func(text string) error {
+		final, err := s.client.Stream(ctx, s.pool.addrOf(node), r.path, r.body, func(text string) error {
 			if tokens == 0 {
 				ttft = time.Since(start)
 			}

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -14,6 +17,7 @@ import (
 	ollamapoolv1 "github.com/sollol/mesh/gen/go/sollol/ollamapool/v1"
 	routerv1 "github.com/sollol/mesh/gen/go/sollol/router/v1"
 	"github.com/sollol/mesh/services/router/internal/decide"
+	"github.com/sollol/mesh/services/shared/inference"
 	"github.com/sollol/mesh/services/shared/rpcerr"
 )
 
@@ -62,7 +66,7 @@ func (s *Service) Run(ctx context.Context, in *Inference, sink Sink) (*commonv1.
 	d := s.decide(in.Model, in.Options.GetContextSize(), in.Hint)
 	if d.GetPath() == commonv1.RoutePath_ROUTE_PATH_UNSPECIFIED {
 		s.stats.noPath.Add(1)
-		return nil, d, &rpcerr.Error{Kind: rpcerr.KindFailedPrecondition, Reason: "NO_PATH", Message: d.GetError()}
+		return nil, d, s.noPathError(in.Model, d)
 	}
 	s.stats.inFlight.Add(1)
 	defer s.stats.inFlight.Add(-1)
@@ -204,4 +208,29 @@ func pathWord(p commonv1.RoutePath) string {
 		return "sharding"
 	}
 	return "pool"
+}
+
+// noPathError is the immediate answer when nothing can serve: NOT_FOUND listing the models
+// that exist when the model is on no node and sharding cannot take it, else
+// FAILED_PRECONDITION saying what to configure.
+func (s *Service) noPathError(model string, d *routerv1.Decision) error {
+	known := map[string]bool{}
+	found := false
+	for _, b := range s.view.current().Backends {
+		for _, m := range b.GetInstalledModels() {
+			known[m.GetName()] = true
+			found = found || inference.SameModel(m.GetName(), model)
+		}
+	}
+	shardable := false
+	for _, c := range d.GetCandidates() {
+		shardable = shardable || (c.GetPath() == commonv1.RoutePath_ROUTE_PATH_SHARD && c.GetAvailable())
+	}
+	if !found && !shardable && len(known) > 0 {
+		names := slices.Sorted(maps.Keys(known))
+		return &rpcerr.Error{Kind: rpcerr.KindNotFound, Reason: "MODEL_NOT_FOUND", Metadata: map[string]string{"model": model},
+			// Ollama's own wording first: its clients and users recognise it.
+			Message: fmt.Sprintf("model '%s' not found; the mesh has: %s. %s", model, strings.Join(names, ", "), d.GetError())}
+	}
+	return &rpcerr.Error{Kind: rpcerr.KindFailedPrecondition, Reason: "NO_PATH", Message: d.GetError()}
 }

@@ -6,6 +6,8 @@ import (
 
 	"google.golang.org/grpc/status"
 
+	"github.com/sollol/mesh/services/shared/rpcerr"
+
 	commonv1 "github.com/sollol/mesh/gen/go/sollol/common/v1"
 )
 
@@ -42,7 +44,7 @@ func (s *stats) fallback(from commonv1.RoutePath) {
 func (s *stats) failed(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.errors[status.Code(err).String()]++
+	s.errors[status.Code(rpcerr.ToStatus(err)).String()]++
 }
 
 func (s *stats) errorCounts() map[string]uint64 {
