@@ -8,6 +8,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/sollol/mesh/services/doubles/llamaservertest"
+	"github.com/sollol/mesh/services/doubles/rpcservertest"
 )
 
 // sollolBin is the binary under test, built once for the package by TestMain.
@@ -26,7 +29,10 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build sollol:", err)
 		os.Exit(1)
 	}
-	code := m.Run()
+	// rpcservertest.Main runs the tests and removes the rpc-server double it built; the
+	// llama-server double is removed after.
+	code := rpcservertest.Main(m)
+	llamaservertest.Cleanup()
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -13,13 +14,16 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	routerv1 "github.com/sollol/mesh/gen/go/sollol/router/v1"
+	"github.com/sollol/mesh/services/coordinator"
 	"github.com/sollol/mesh/services/discovery"
+	"github.com/sollol/mesh/services/doubles/llamaservertest"
 	"github.com/sollol/mesh/services/ollamapool"
 	"github.com/sollol/mesh/services/router"
 	"github.com/sollol/mesh/services/shared/config"
 	"github.com/sollol/mesh/services/shared/grpcserver"
 	"github.com/sollol/mesh/services/shared/lifecycle"
 	"github.com/sollol/mesh/services/shared/testutil/etcdtest"
+	"github.com/sollol/mesh/services/shared/tinymodel"
 )
 
 // meshOptions chooses which services run and how they are configured.
@@ -29,7 +33,11 @@ type meshOptions struct {
 	noPool           bool
 	taskDistribution string // router switch; default auto
 	modelSharding    string
-	extra            []lifecycle.Service // more services (a coordinator-manager) to run
+	// probeInterval overrides discovery's (long: the view keeps a dead node "healthy" for a
+	// while, which is how a failure before the first token is staged).
+	probeInterval time.Duration
+	// shardModels, when set, runs a coordinator-manager with these model files (name→path).
+	shardModels map[string]string
 }
 
 // inProcessMesh is the mesh started in-process by target, each service on its own port and
@@ -52,6 +60,9 @@ func startMesh(t *testing.T, o meshOptions) *inProcessMesh {
 	dcfg.RegisterFlags(fs)
 	dcfg.GRPC.Addr = "127.0.0.1:0"
 	dcfg.ProbeInterval = 200 * time.Millisecond
+	if o.probeInterval > 0 {
+		dcfg.ProbeInterval, dcfg.MaxProbeInterval = o.probeInterval, o.probeInterval
+	}
 	dcfg.OllamaNodes = config.StringList(o.ollamaNodes)
 	dcfg.RPCBackends = config.StringList(o.rpcBackends)
 	var pcfg ollamapool.Config
@@ -72,8 +83,10 @@ func startMesh(t *testing.T, o meshOptions) *inProcessMesh {
 	disc, err := discovery.New(dcfg, deps)
 	require.NoError(t, err)
 	manager.Add(disc)
-	for _, s := range o.extra {
-		manager.Add(s)
+	if o.shardModels != nil {
+		coord, err := coordinator.New(coordinatorConfig(t, fs, o.shardModels), deps)
+		require.NoError(t, err)
+		manager.Add(coord)
 	}
 	if !o.noPool {
 		m.pool, err = ollamapool.New(pcfg, deps)
@@ -107,4 +120,33 @@ func (m *inProcessMesh) waitRoute(t *testing.T, model string, ok func(*routerv1.
 		return ok(last)
 	}, 30*time.Second, 50*time.Millisecond, "decision never settled; last: %v", last)
 	return last
+}
+
+// coordinatorConfig runs llama-server (the double, or the real binary SOLLOL_LLAMA_SERVER
+// names) for the given model files.
+func coordinatorConfig(t *testing.T, fs *flag.FlagSet, models map[string]string) coordinator.Config {
+	var c coordinator.Config
+	c.RegisterFlags(fs)
+	c.GRPC.Addr = "127.0.0.1:0"
+	bin, real := llamaservertest.Binary(t)
+	c.LlamaServer = bin
+	c.LlamaServerArgs = llamaservertest.DoubleOptions{}.Args(real)
+	c.Threads = 1
+	c.DefaultContext = tinymodel.ContextLen
+	c.OllamaModels = "none"
+	for name, path := range models {
+		c.Models = append(c.Models, name+"="+path)
+	}
+	c.DataDir = t.TempDir()
+	c.StartTimeout = time.Minute
+	c.StopTimeout = 5 * time.Second
+	c.MaxRestarts = 1
+	return c
+}
+
+// tinyModelFile writes the tiny GGUF for the coordinator to load.
+func tinyModelFile(t *testing.T, name string) string {
+	path := filepath.Join(t.TempDir(), name+".gguf")
+	require.NoError(t, tinymodel.WriteFile(path, tinymodel.Options{Name: name}))
+	return path
 }

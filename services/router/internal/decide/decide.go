@@ -101,15 +101,30 @@ func Decide(mode Mode, v View, r Request) *routerv1.Decision {
 	}
 	// AUTO: a model that fits one node runs there (no network between layers, no load
 	// over RPC); sharding is for what fits no node.
-	first, second := pool, shard
-	if !pool.GetAvailable() && shard.GetAvailable() {
-		first, second = shard, pool
+	if pool.GetAvailable() || !shard.GetAvailable() {
+		var fallback *routerv1.Candidate
+		if mode.Fallback {
+			fallback = shard
+		}
+		return pick(d, pool, fallback, "")
 	}
-	var fallback *routerv1.Candidate
-	if mode.Fallback {
-		fallback = second
+	d = pick(d, shard, nil, "")
+	// Sharding leads; if it fails before the first token, a node that has the model installed
+	// may still run it (Ollama spills to CPU memory), slower but better than an error.
+	if mode.Fallback && td && v.PoolInstances > 0 && installedSomewhere(v, r.Model) {
+		d.Fallback = commonv1.RoutePath_ROUTE_PATH_POOL
 	}
-	return pick(d, first, fallback, "")
+	return d
+}
+
+// installedSomewhere says whether a healthy Ollama node has the model, whatever its memory.
+func installedSomewhere(v View, model string) bool {
+	for _, b := range ofKind(v, commonv1.BackendKind_BACKEND_KIND_OLLAMA) {
+		if healthy(b) && hasModel(b, model) {
+			return true
+		}
+	}
+	return false
 }
 
 func pick(d *routerv1.Decision, chosen, fallback *routerv1.Candidate, why string) *routerv1.Decision {

@@ -100,6 +100,20 @@ func TestHintsAreObeyedOrRefusedWithAReason(t *testing.T) {
 	require.Contains(t, d.GetError(), "task distribution is off")
 }
 
+func TestShardingFallsBackToANodeThatHasTheModel(t *testing.T) {
+	tight := ollama("o1", "mid")
+	tight.Capacity = &commonv1.Capacity{TotalBytes: 16 * gib, FreeBytes: 4 * gib}
+	v := decide.View{Backends: []*commonv1.Backend{tight, rpc("r1", 30*gib)}, PoolInstances: 1, CoordinatorInstances: 1}
+	d := decide.Decide(mode(decide.On, decide.On), v, decide.Request{Model: "mid", Size: decide.Size{Bytes: 8 * gib}})
+	require.Equal(t, shard, d.GetPath(), "it fits no node, so it is sharded")
+	require.Equal(t, pool, d.GetFallback(), "the node that has it installed is the fallback")
+
+	noFallback := mode(decide.On, decide.On)
+	noFallback.Fallback = false
+	d = decide.Decide(noFallback, v, decide.Request{Model: "mid", Size: decide.Size{Bytes: 8 * gib}})
+	require.Equal(t, none, d.GetFallback(), "fallback can be switched off")
+}
+
 func TestCapacityIsChecked(t *testing.T) {
 	tight := decide.View{Backends: []*commonv1.Backend{rpc("r1", 10*gib)}, CoordinatorInstances: 1}
 	d := decide.Decide(mode(decide.Off, decide.On), tight, decide.Request{Model: "big", Size: decide.Size{Bytes: 40 * gib}})
