@@ -16,79 +16,28 @@
 package llamaservertest
 
 import (
-	"errors"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/sollol/mesh/services/doubles/internal/doublebin"
 )
 
 // EnvBinary names the real llama-server binary to run instead of the double.
 const EnvBinary = "SOLLOL_LLAMA_SERVER"
 
+// double is the llama-server this package runs: the real one when SOLLOL_LLAMA_SERVER names it.
+var double = &doublebin.Double{Name: "llama-server", EnvVar: EnvBinary}
+
 // Real reports whether SOLLOL_LLAMA_SERVER selects the real binary.
-func Real() bool { return os.Getenv(EnvBinary) != "" }
+func Real() bool { return double.Real() }
 
 // Binary returns the binary to run and whether it is the real one, building the double if
 // needed. It fails the test when the double cannot be built or SOLLOL_LLAMA_SERVER is not an
 // executable.
 func Binary(t testing.TB) (path string, real bool) {
 	t.Helper()
-	if p := os.Getenv(EnvBinary); p != "" {
-		st, err := os.Stat(p)
-		if err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
-			t.Fatalf("llamaservertest: %s=%s is not an executable file", EnvBinary, p)
-		}
-		return p, true
-	}
-	p, err := buildDouble()
-	if err != nil {
-		t.Fatalf("llamaservertest: %v", err)
-	}
-	return p, false
-}
-
-var built struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
-
-// buildDouble builds cmd/llama-server once per test binary into a temporary folder.
-func buildDouble() (string, error) {
-	built.once.Do(func() {
-		_, file, _, ok := runtime.Caller(0)
-		if !ok {
-			built.err = errors.New("cannot locate the doubles module")
-			return
-		}
-		module := filepath.Dir(filepath.Dir(file)) // services/doubles
-		dir, err := os.MkdirTemp("", "sollol-llama-server-double-")
-		if err != nil {
-			built.err = err
-			return
-		}
-		built.dir = dir
-		goBin, err := exec.LookPath("go")
-		if err != nil {
-			goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-		}
-		out := filepath.Join(dir, "llama-server")
-		cmd := exec.Command(goBin, "build", "-o", out, "./cmd/llama-server")
-		cmd.Dir = module
-		if b, err := cmd.CombinedOutput(); err != nil {
-			built.err = fmt.Errorf("build the llama-server double: %w\n%s", err, b)
-			return
-		}
-		built.path = out
-	})
-	return built.path, built.err
+	return double.Binary(t)
 }
 
 // Main runs the tests and then removes the double built for them; use it from TestMain.
@@ -101,9 +50,7 @@ func Main(m *testing.M) int {
 // Cleanup removes the double built for this test binary, for a TestMain that runs the tests
 // through another helper's Main.
 func Cleanup() {
-	if built.dir != "" {
-		_ = os.RemoveAll(built.dir)
-	}
+	double.Cleanup()
 }
 
 // DoubleOptions are the settings only the double has.

@@ -18,16 +18,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sollol/mesh/services/doubles/internal/doublebin"
 
 	"github.com/sollol/mesh/services/doubles/rpcserver"
 	"github.com/sollol/mesh/services/shared/ggmlrpc"
@@ -55,72 +54,24 @@ type Options struct {
 	StopTimeout time.Duration
 }
 
-// Real reports whether SOLLOL_RPC_SERVER selects the real binary.
-func Real() bool { return os.Getenv(EnvBinary) != "" }
+// double is the rpc-server this package runs: the real one when SOLLOL_RPC_SERVER names it.
+var double = &doublebin.Double{Name: "rpc-server", EnvVar: EnvBinary}
 
-// Binary returns the binary Start runs and whether it is the real one, building the double if
+// Real reports whether SOLLOL_RPC_SERVER selects the real binary.
+func Real() bool { return double.Real() }
+
+// Binary returns the binary to run and whether it is the real one, building the double if
 // needed. It fails the test when the double cannot be built or SOLLOL_RPC_SERVER is not an
 // executable.
 func Binary(t testing.TB) (path string, real bool) {
 	t.Helper()
-	if p := os.Getenv(EnvBinary); p != "" {
-		st, err := os.Stat(p)
-		if err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
-			t.Fatalf("rpcservertest: %s=%s is not an executable file", EnvBinary, p)
-		}
-		return p, true
-	}
-	p, err := buildDouble()
-	if err != nil {
-		t.Fatalf("rpcservertest: %v", err)
-	}
-	return p, false
-}
-
-var built struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
-
-// buildDouble builds cmd/rpc-server once per test binary into a temporary folder.
-func buildDouble() (string, error) {
-	built.once.Do(func() {
-		_, file, _, ok := runtime.Caller(0)
-		if !ok {
-			built.err = errors.New("cannot locate the doubles module")
-			return
-		}
-		module := filepath.Dir(filepath.Dir(file)) // services/doubles
-		dir, err := os.MkdirTemp("", "sollol-rpc-server-double-")
-		if err != nil {
-			built.err = err
-			return
-		}
-		built.dir = dir
-		goBin, err := exec.LookPath("go")
-		if err != nil {
-			goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-		}
-		out := filepath.Join(dir, "rpc-server")
-		cmd := exec.Command(goBin, "build", "-o", out, "./cmd/rpc-server")
-		cmd.Dir = module
-		if b, err := cmd.CombinedOutput(); err != nil {
-			built.err = fmt.Errorf("build the rpc-server double: %w\n%s", err, b)
-			return
-		}
-		built.path = out
-	})
-	return built.path, built.err
+	return double.Binary(t)
 }
 
 // Main runs the tests and then removes the double built for them; use it from TestMain.
 func Main(m *testing.M) int {
 	code := m.Run()
-	if built.dir != "" {
-		_ = os.RemoveAll(built.dir)
-	}
+	double.Cleanup()
 	return code
 }
 
