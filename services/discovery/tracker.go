@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"maps"
-	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -35,27 +34,6 @@ type counters struct {
 	probes atomic.Int64
 	scans  atomic.Int64
 	writes atomic.Int64
-}
-
-// entry is one backend as the tracker knows it.
-type entry struct {
-	id   string
-	kind commonv1.BackendKind
-	// addresses maps every address a source reported for this backend to that source.
-	addresses map[string]string
-	// sources maps a source name to the last time it reported the backend.
-	sources   map[string]time.Time
-	labels    map[string]string
-	health    health.Tracker
-	nextProbe time.Time
-	probing   bool
-	everUp    bool
-	lastUp    time.Time
-	downSince time.Time
-	// published is what etcd holds for it, and when it was written.
-	published   *commonv1.Backend
-	publishedAt time.Time
-	lastErr     string
 }
 
 type probeDone struct {
@@ -203,15 +181,6 @@ func (t *tracker) mergeBatch(b foundBatch, now time.Time) {
 	}
 }
 
-func removeSource(e *entry, source string) {
-	delete(e.sources, source)
-	for addr, s := range e.addresses {
-		if s == source {
-			delete(e.addresses, addr)
-		}
-	}
-}
-
 // syncSelfRegistered follows node agents' registrations, which the RegisterBackend handler
 // wrote under their own leases: new ones are probed like any backend, expired ones are
 // dropped (their key is already gone).
@@ -251,47 +220,6 @@ func (t *tracker) forget(now time.Time) {
 			t.log.Info("backend forgotten", "id", id)
 		}
 	}
-}
-
-func (e *entry) hasSource(s string) bool { _, ok := e.sources[s]; return ok }
-
-// address picks the address to publish: the one from the most trusted source, and among
-// equals a non-loopback one, which other machines can dial.
-func (e *entry) address() string {
-	rank := map[string]int{sources.SourceStatic: 0, sources.SourceSelf: 1, sources.SourceDNS: 2, sources.SourceScan: 3, sources.SourceDefault: 4}
-	addrs := slices.Collect(maps.Keys(e.addresses))
-	slices.SortFunc(addrs, func(a, b string) int {
-		if d := rank[e.addresses[a]] - rank[e.addresses[b]]; d != 0 {
-			return d
-		}
-		if la, lb := isLoopback(a), isLoopback(b); la != lb {
-			if la {
-				return 1
-			}
-			return -1
-		}
-		return compareStrings(a, b)
-	})
-	if len(addrs) == 0 {
-		return ""
-	}
-	return addrs[0]
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-func isLoopback(addr string) bool {
-	host, _, _ := net.SplitHostPort(addr)
-	ip := net.ParseIP(host)
-	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
 func (t *tracker) startDueProbes(ctx context.Context, wg *sync.WaitGroup, sem chan struct{}, results chan<- probeDone, now time.Time) {
@@ -355,12 +283,6 @@ func (t *tracker) applyProbe(done probeDone, now time.Time) {
 	inPlace := e.hasSource(sources.SourceSelf) && len(e.sources) == 1
 	t.writer.put(e.id, b, inPlace)
 	e.published, e.publishedAt = b, now
-}
-
-// listed says whether the backend belongs in etcd: configured and self-registered ones
-// always (a dead configured node should be visible as down), guessed ones once they answered.
-func (e *entry) listed() bool {
-	return e.hasSource(sources.SourceStatic) || e.hasSource(sources.SourceSelf) || e.everUp
 }
 
 // describe builds the backend's record from the probe, keeping what the last good probe
