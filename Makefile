@@ -67,3 +67,15 @@ fmt:
 
 clean:
 	rm -rf bin .cache
+
+.PHONY: images etcd-image
+
+## images: the static sollol binary (CGO_ENABLED=0) and the sollol:latest image FROM scratch
+## (SOLLOL_IMAGE=name:tag to rename); deploy/docker-compose.yml runs it
+images:
+	deploy/build-images.sh
+
+## etcd-image: sollol-etcd:v3.7.3, the real etcd and etcdctl built from their Go modules, for
+## hosts that cannot pull the official image (SOLLOL_ETCD_IMAGE=sollol-etcd:v3.7.3 to use it)
+etcd-image:
+	deploy/build-images.sh --etcd

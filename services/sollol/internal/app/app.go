@@ -42,6 +42,7 @@ Usage:
   sollol backends              list the backends discovery found and verified
   sollol route -m MODEL        explain how a request would be routed, without running it
   sollol stats                 the router's counters and what it sees of each part
+  sollol probe [URL]           exit 0 when this process's /readyz answers 200 (health checks)
   sollol version               print the version
   sollol <command> -h          list the flags (every flag also reads SOLLOL_<NAME>,
                                e.g. --router.grpc-addr from SOLLOL_ROUTER_GRPC_ADDR,

@@ -34,7 +34,7 @@ type Env struct {
 
 // Commands lists the client commands.
 func Commands() []Command {
-	return []Command{chatCommand(), backendsCommand(), routeCommand(), statsCommand()}
+	return []Command{chatCommand(), backendsCommand(), routeCommand(), statsCommand(), probeCommand()}
 }
 
 // Find returns the command called name.
