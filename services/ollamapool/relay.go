@@ -56,7 +56,7 @@ func (s *Service) relay(ctx context.Context, r streamRequest, send func(text str
 		var oerr *ollama.Error
 		errors.As(err, &oerr)
 		s.pool.release(node, outcome{err: oerr, neutral: oerr != nil && oerr.Class == ollama.ClassCanceled,
-			ttft: ttft, duration: time.Since(start), tokens: tokens})
+			ttft: steadyTTFT(ttft, final), duration: time.Since(start), tokens: tokens})
 		s.counters.tokens.Add(uint64(tokens))
 		if err == nil {
 			return done(final, node.ID, tried, attempt, ttft), nil
@@ -71,6 +71,16 @@ func (s *Service) relay(ctx context.Context, r streamRequest, send func(text str
 		s.counters.retries.Add(1)
 		s.log.Info("retrying on another node", "model", r.model, "failed", node.ID, "class", string(oerr.Class), "attempt", attempt)
 	}
+}
+
+// steadyTTFT is the time to first token without the model load the node reports: a load
+// happens once per model and node, and counting it would mark a node slow for a long time —
+// long enough to starve it of the requests that would correct the average.
+func steadyTTFT(ttft time.Duration, final *ollama.Chunk) time.Duration {
+	if final == nil {
+		return ttft
+	}
+	return max(ttft-time.Duration(final.LoadDuration), time.Microsecond)
 }
 
 func done(final *ollama.Chunk, node string, tried []string, attempts int, ttft time.Duration) *commonv1.Done {
