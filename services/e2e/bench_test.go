@@ -64,7 +64,14 @@ func meshFor(b *testing.B, backend string) (routerv1.RouterServiceClient, *sollo
 	args := append([]string{"up", "--data-dir", b.TempDir(), "--discovery.ollama-nodes", backend,
 		"--discovery.local-defaults=false", "--ollamapool.max-in-flight-per-node", "4096", "--ollamapool.queue-size", "4096",
 		"--log.level", "error", "--debug.pprof"}, ports.args()...)
-	p := startSollol(b, args...)
+	// SOLLOL_BENCH_MESH_CPUS (e.g. "0") pins the sollol process to those CPUs with taskset; run
+	// the benchmark itself under `taskset -c 1` to give the mesh a core of its own and see its
+	// cost apart from CPU queueing.
+	var prefix []string
+	if cpus := os.Getenv("SOLLOL_BENCH_MESH_CPUS"); cpus != "" {
+		prefix = []string{"taskset", "-c", cpus}
+	}
+	p := startSollolWith(b, prefix, args...)
 	conn, err := grpc.NewClient(ports.router, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(b, err)
 	b.Cleanup(func() { _ = conn.Close() })

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,7 +31,14 @@ type sollolProcess struct {
 // if it is still running, and its output is logged when the test fails.
 func startSollol(t testing.TB, args ...string) *sollolProcess {
 	t.Helper()
-	cmd := exec.Command(sollolBin, args...)
+	return startSollolWith(t, nil, args...)
+}
+
+// startSollolWith runs the binary behind a command prefix (e.g. taskset), if any.
+func startSollolWith(t testing.TB, prefix []string, args ...string) *sollolProcess {
+	t.Helper()
+	argv := append(append(slices.Clone(prefix), sollolBin), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	out := &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
