@@ -2,6 +2,12 @@ package ollamapool_test
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,20 +25,46 @@ import (
 // With the only node full, requests wait in priority order; a full queue refuses at once.
 func TestSaturatedPoolQueuesByPriorityAndRefusesWhenFull(t *testing.T) {
 	node := tinyNode(t)
+	// The first chat is held at a proxy in front of the node until its client leaves: it
+	// occupies the pool's only slot for as long as the test wants, without keeping Ollama
+	// itself busy (the queued requests then run on an idle node).
+	target, err := url.Parse(node.URL())
+	require.NoError(t, err)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.FlushInterval = -1
+	var chats atomic.Int32
+	held := make(chan struct{})
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/chat" && chats.Add(1) == 1 {
+			// Read the body first: only then does the server watch the connection, so the
+			// request's context ends when the pool hangs up.
+			_, _ = io.Copy(io.Discard, r.Body)
+			close(held)
+			<-r.Context().Done()
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
 	f := newFixture(t, func(c *ollamapool.Config) {
 		c.MaxInFlightPerNode = 1
 		c.QueueSize = 2
 	})
-	f.publish(node.Addr(), "tiny:latest")
+	f.publish(front.Listener.Addr().String(), "tiny:latest")
 	ctx := context.Background()
 
-	// Occupy the node's only slot with a long answer that the test ends itself.
 	blockCtx, unblock := context.WithCancel(ctx)
 	defer unblock()
-	blocker, err := f.client.Chat(blockCtx, chatRequest("hold the node", 100000))
-	require.NoError(t, err)
-	_, err = blocker.Recv()
-	require.NoError(t, err)
+	blocked := make(chan struct{})
+	go func() {
+		defer close(blocked)
+		f.chat(blockCtx, "hold the node", 8, nil)
+	}()
+	select {
+	case <-held:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the blocking request never reached the node")
+	}
 
 	low := make(chan chatResult, 1)
 	high := make(chan chatResult, 1)
@@ -50,6 +82,7 @@ func TestSaturatedPoolQueuesByPriorityAndRefusesWhenFull(t *testing.T) {
 	require.Equal(t, "POOL_SATURATED", rpcerr.Reason(refused.err))
 
 	unblock()
+	<-blocked
 	h, l := <-high, <-low
 	require.NoError(t, h.err)
 	require.NoError(t, l.err)
