@@ -11,6 +11,7 @@ import (
 	"go.etcd.io/etcd/client/v3/naming/resolver"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 )
 
 // ServiceTarget is the etcd naming target of a mesh service ("ollamapool", "coordinator", ...).
@@ -71,6 +72,10 @@ func DialService(cli *clientv3.Client, service string, opts ...grpc.DialOption) 
 		grpc.WithResolvers(builder),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
+		// A replica that vanishes without closing its connections (a killed container, a
+		// lost host) must not keep receiving calls: pings find such a connection dead
+		// within seconds, well before its etcd registration expires.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 3 * time.Second, PermitWithoutStream: true}),
 	}
 	conn, err := grpc.NewClient("etcd:///"+ServiceTarget(service), append(base, opts...)...)
 	if err != nil {
