@@ -32,9 +32,9 @@ func chatCommand() Command {
 		if prompt == "" {
 			return usageError{fmt.Errorf("a prompt is required")}
 		}
-		h, ok := map[string]commonv1.RouteHint{"auto": commonv1.RouteHint_ROUTE_HINT_AUTO, "pool": commonv1.RouteHint_ROUTE_HINT_POOL, "shard": commonv1.RouteHint_ROUTE_HINT_SHARD}[*hint]
-		if !ok {
-			return usageError{fmt.Errorf("--hint %q is not auto, pool or shard", *hint)}
+		h, err := parseHint(*hint)
+		if err != nil {
+			return err
 		}
 		req := &routerv1.ChatRequest{Model: *model, Hint: h}
 		if *system != "" {

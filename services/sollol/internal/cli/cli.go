@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	commonv1 "github.com/sollol/mesh/gen/go/sollol/common/v1"
 )
 
 // Command is one client command.
@@ -118,4 +120,13 @@ func gib(b uint64) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
+}
+
+// parseHint turns --hint into the API's route hint.
+func parseHint(word string) (commonv1.RouteHint, error) {
+	h, ok := map[string]commonv1.RouteHint{"auto": commonv1.RouteHint_ROUTE_HINT_AUTO, "pool": commonv1.RouteHint_ROUTE_HINT_POOL, "shard": commonv1.RouteHint_ROUTE_HINT_SHARD}[word]
+	if !ok {
+		return 0, usageError{fmt.Errorf("--hint %q is not auto, pool or shard", word)}
+	}
+	return h, nil
 }

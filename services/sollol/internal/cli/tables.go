@@ -68,9 +68,9 @@ func routeCommand() Command {
 		if *model == "" {
 			return usageError{fmt.Errorf("-m MODEL is required")}
 		}
-		h, ok := map[string]commonv1.RouteHint{"auto": commonv1.RouteHint_ROUTE_HINT_AUTO, "pool": commonv1.RouteHint_ROUTE_HINT_POOL, "shard": commonv1.RouteHint_ROUTE_HINT_SHARD}[*hint]
-		if !ok {
-			return usageError{fmt.Errorf("--hint %q is not auto, pool or shard", *hint)}
+		h, err := parseHint(*hint)
+		if err != nil {
+			return err
 		}
 		conn, err := dial(*addr)
 		if err != nil {
