@@ -183,3 +183,8 @@ func (s *Service) StopCoordinator(ctx context.Context, req *coordinatorv1.StopCo
 func (s *Service) GetStats(context.Context, *coordinatorv1.GetStatsRequest) (*coordinatorv1.GetStatsResponse, error) {
 	return s.mgr.Stats(), nil
 }
+
+// ListModels is the model catalogue: what this replica can resolve, sized from GGUF metadata.
+func (s *Service) ListModels(context.Context, *coordinatorv1.ListModelsRequest) (*coordinatorv1.ListModelsResponse, error) {
+	return &coordinatorv1.ListModelsResponse{Models: s.mgr.Catalogue()}, nil
+}

@@ -43,7 +43,13 @@ func startHTTPMesh(t *testing.T) *httpMesh {
 	ollama.CreateTinyModel(t, "tiny")
 	m := startMesh(t, meshOptions{ollamaNodes: []string{ollama.Addr()}})
 	m.waitRoute(t, "tiny", func(d *routerv1.Decision) bool { return d.GetPath() == commonv1.RoutePath_ROUTE_PATH_POOL })
+	url := serveHTTP(t, m)
+	return &httpMesh{inProcessMesh: m, ollama: ollama, url: url, addr: strings.TrimPrefix(url, "http://")}
+}
 
+// serveHTTP serves the mesh's router over HTTP as the sollol binary mounts it (the REST
+// gateway under /sollol/, the Ollama and OpenAI APIs at "/") and returns the base URL.
+func serveHTTP(t *testing.T, m *inProcessMesh) string {
 	mux := http.NewServeMux()
 	mux.Handle("/sollol/", m.router.HTTPHandler())
 	mux.Handle("/", httpapi.New(m.router, httpapi.Options{
@@ -53,7 +59,7 @@ func startHTTPMesh(t *testing.T) *httpMesh {
 	}))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return &httpMesh{inProcessMesh: m, ollama: ollama, url: srv.URL, addr: strings.TrimPrefix(srv.URL, "http://")}
+	return srv.URL
 }
 
 // deriveModel creates name on the Ollama node from "tiny" with extra parameters (e.g. a

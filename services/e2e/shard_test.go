@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -79,14 +81,22 @@ func TestRouterHybridSendsSmallToPoolAndLargeToShard(t *testing.T) {
 	ollama := ollamatest.Start(t)
 	ollama.CreateTinyModel(t, "tiny")
 	_, rpcAddrs := rpcServers(t, 2, 2<<30)
+	bigFile := tinyModelFile(t, "bigshard")
 	m := startMesh(t, meshOptions{
 		ollamaNodes: []string{ollama.Addr()}, rpcBackends: rpcAddrs,
 		taskDistribution: "on", modelSharding: "on",
-		shardModels: map[string]string{"bigshard": tinyModelFile(t, "bigshard")},
+		shardModels: map[string]string{"bigshard": bigFile},
 	})
 	m.waitRoute(t, "tiny", func(d *routerv1.Decision) bool { return d.GetPath() == commonv1.RoutePath_ROUTE_PATH_POOL })
-	d := m.waitRoute(t, "bigshard", func(d *routerv1.Decision) bool { return d.GetPath() == commonv1.RoutePath_ROUTE_PATH_SHARD })
-	require.True(t, d.GetModelSize().GetIsGuess(), "a model no node lists has no metadata here: the size is flagged as unknown")
+	// No node lists bigshard; its size comes from the GGUF file the coordinator-manager holds.
+	d := m.waitRoute(t, "bigshard", func(d *routerv1.Decision) bool {
+		return d.GetPath() == commonv1.RoutePath_ROUTE_PATH_SHARD && d.GetModelSize().GetSource() == routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_GGUF_METADATA
+	})
+	require.False(t, d.GetModelSize().GetIsGuess())
+	require.Greater(t, d.GetModelSize().GetBytes(), fileSize(t, bigFile), "weights plus KV cache and compute buffers")
+	tinySize := m.waitRoute(t, "tiny", func(*routerv1.Decision) bool { return true }).GetModelSize()
+	require.Equal(t, routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_OLLAMA_METADATA, tinySize.GetSource(), "the manager does not have tiny: its node's listing sizes it")
+	requireListed(t, m, serveHTTP(t, m), "bigshard", "tiny")
 
 	small := chatRouted(t, m.client, "tiny", 8)
 	require.NoError(t, small.err)
@@ -215,4 +225,47 @@ func TestRouterAutoDiscoveryUsesWhatItFinds(t *testing.T) {
 	r := chatRouted(t, poolOnly.client, "tiny", 4)
 	require.NoError(t, r.err)
 	require.Equal(t, commonv1.RoutePath_ROUTE_PATH_POOL, r.done.GetRoute().GetPath())
+}
+
+func fileSize(t *testing.T, path string) uint64 {
+	st, err := os.Stat(path)
+	require.NoError(t, err)
+	return uint64(st.Size())
+}
+
+// requireListed checks that the router lists the shard-only model (no pool node, shardable,
+// sized from GGUF) and the pool model, over gRPC and in the Ollama and OpenAI model lists.
+func requireListed(t *testing.T, m *inProcessMesh, baseURL, shardOnly, pooled string) {
+	t.Helper()
+	resp, err := m.client.ListModels(context.Background(), &routerv1.ListModelsRequest{})
+	require.NoError(t, err)
+	byName := map[string]*routerv1.Model{}
+	for _, model := range resp.GetModels() {
+		byName[strings.TrimSuffix(model.GetName(), ":latest")] = model
+	}
+	require.Contains(t, byName, shardOnly)
+	require.Empty(t, byName[shardOnly].GetPoolNodes())
+	require.True(t, byName[shardOnly].GetShardable())
+	require.Equal(t, routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_GGUF_METADATA, byName[shardOnly].GetSize().GetSource())
+	require.Contains(t, byName, pooled)
+	require.NotEmpty(t, byName[pooled].GetPoolNodes())
+
+	for path, field := range map[string]string{"/api/tags": "models", "/v1/models": "data"} {
+		_, body, err := httpGet(baseURL + path)
+		require.NoError(t, err)
+		var list map[string]json.RawMessage
+		require.NoError(t, json.Unmarshal([]byte(body), &list), path)
+		var entries []struct {
+			Name string `json:"name"` // Ollama
+			ID   string `json:"id"`   // OpenAI
+		}
+		require.NoError(t, json.Unmarshal(list[field], &entries), path)
+		var names []string
+		for _, e := range entries {
+			name := e.Name + e.ID
+			names = append(names, strings.TrimSuffix(name, ":latest"))
+		}
+		require.Contains(t, names, shardOnly, path)
+		require.Contains(t, names, pooled, path)
+	}
 }

@@ -140,13 +140,19 @@ func (s *Service) Route(_ context.Context, req *routerv1.RouteRequest) (*routerv
 	return &routerv1.RouteResponse{Decision: s.decide(req.GetModel(), req.GetContextSize(), req.GetHint())}, nil
 }
 
-// ListModels lists every model an Ollama node has, with where it can run.
+// ListModels lists every model an Ollama node has or the coordinator-manager can shard,
+// with where it can run.
 func (s *Service) ListModels(context.Context, *routerv1.ListModelsRequest) (*routerv1.ListModelsResponse, error) {
 	v := s.view.current()
 	names := map[string]string{} // normalized → as listed
 	for _, b := range v.Backends {
 		for _, m := range b.GetInstalledModels() {
 			names[inference.NormalizeModel(m.GetName())] = m.GetName()
+		}
+	}
+	for _, m := range s.ShardModels() {
+		if key := inference.NormalizeModel(m.GetName()); names[key] == "" {
+			names[key] = m.GetName()
 		}
 	}
 	resp := &routerv1.ListModelsResponse{}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/sollol/mesh/gen"
 	commonv1 "github.com/sollol/mesh/gen/go/sollol/common/v1"
+	coordinatorv1 "github.com/sollol/mesh/gen/go/sollol/coordinator/v1"
 	routerv1 "github.com/sollol/mesh/gen/go/sollol/router/v1"
 	"github.com/sollol/mesh/services/router/internal/decide"
 	"github.com/sollol/mesh/services/shared/grpcserver"
@@ -41,6 +42,9 @@ type Config struct {
 	Fallback bool `yaml:"fallback"`
 	// MaxBodyBytes bounds an HTTP request body.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// CatalogueInterval is how often the coordinator-manager's model catalogue (GGUF sizes)
+	// is fetched again.
+	CatalogueInterval time.Duration `yaml:"catalogue_interval"`
 }
 
 // RegisterFlags declares the router's flags, all prefixed "router.".
@@ -50,6 +54,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ModelSharding, Name+".model-sharding", "auto", "the llama.cpp RPC sharding path: on, off, or auto (on when rpc-servers are found)")
 	fs.BoolVar(&c.Fallback, Name+".fallback", true, "move to the other path when the chosen one fails before the first token")
 	fs.Int64Var(&c.MaxBodyBytes, Name+".max-body-bytes", 32<<20, "largest HTTP request body accepted")
+	fs.DurationVar(&c.CatalogueInterval, Name+".catalogue-interval", 30*time.Second, "how often the model catalogue (GGUF sizes from the coordinator-manager) is refreshed")
 }
 
 func (c *Config) mode() (decide.Mode, error) {
@@ -77,6 +82,7 @@ type Service struct {
 	log        *slog.Logger
 	view       *liveView
 	downstream *downstream
+	catalogue  *catalogue
 	stats      *stats
 	started    time.Time
 
@@ -95,6 +101,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.CatalogueInterval <= 0 {
+		return nil, fmt.Errorf("router.catalogue-interval: must be positive, got %v", cfg.CatalogueInterval)
+	}
 	s := &Service{
 		Service:    grpcserver.New(Name, cfg.GRPC, deps),
 		cfg:        cfg,
@@ -104,7 +113,13 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		gateway:    runtime.NewServeMux(),
 	}
 	s.log = s.Logger()
-	s.view = newLiveView(deps.Etcd, s.log)
+	s.catalogue = &catalogue{
+		fetch:    s.fetchCatalogue,
+		present:  func() bool { return s.view.coordinatorInstances() > 0 },
+		interval: cfg.CatalogueInterval,
+		log:      s.log,
+	}
+	s.view = newLiveView(deps.Etcd, s.log, s.catalogue)
 	routerv1.RegisterRouterServiceServer(s.Server(), s)
 	return s, nil
 }
@@ -129,6 +144,7 @@ func (s *Service) Start(ctx context.Context) error {
 	if err := routerv1.RegisterRouterServiceHandler(ctx, s.gateway, conn); err != nil {
 		return errors.Join(fmt.Errorf("router: register gateway: %w", err), s.Stop(ctx))
 	}
+	s.catalogue.start()
 	s.started = time.Now()
 	return nil
 }
@@ -140,6 +156,7 @@ func (s *Service) Stop(ctx context.Context) error {
 	if s.gatewayConn != nil {
 		err = errors.Join(err, s.gatewayConn.Close())
 	}
+	s.catalogue.stop()
 	s.downstream.close()
 	s.view.stop()
 	return err
@@ -185,3 +202,25 @@ func (s *Service) EmbedInputs(ctx context.Context, req *routerv1.EmbedRequest) (
 
 // Backends is discovery's current view of every backend, from the router's etcd mirror.
 func (s *Service) Backends() []*commonv1.Backend { return s.view.current().Backends }
+
+// fetchCatalogue asks a coordinator-manager replica for its model catalogue.
+func (s *Service) fetchCatalogue(ctx context.Context) ([]*coordinatorv1.ModelInfo, error) {
+	conn, err := s.downstream.coordinator()
+	if err != nil {
+		return nil, err
+	}
+	resp, err := coordinatorv1.NewCoordinatorServiceClient(conn).ListModels(ctx, &coordinatorv1.ListModelsRequest{})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetModels(), nil
+}
+
+// ShardModels lists the models the coordinator-manager can shard, as the last catalogue
+// fetch saw them; none while no manager is registered.
+func (s *Service) ShardModels() []*commonv1.InstalledModel {
+	if s.view.coordinatorInstances() == 0 {
+		return nil
+	}
+	return s.catalogue.installed()
+}

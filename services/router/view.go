@@ -13,16 +13,19 @@ import (
 )
 
 // liveView mirrors what the router decides on: discovery's backends and the registered
-// replicas of the pool and the coordinator-manager, all from etcd watches, so a decision
-// reads memory only and keeps working from the last state while etcd is unreachable.
+// replicas of the pool and the coordinator-manager, all from etcd watches, plus the model
+// catalogue, so a decision reads memory only and keeps working from the last state while
+// etcd is unreachable.
 type liveView struct {
 	backends     *registry.Snapshot[*commonv1.Backend]
 	pools        *registry.Snapshot[[]byte]
 	coordinators *registry.Snapshot[[]byte]
+	catalogue    *catalogue // GGUF sizes, fetched from the coordinator-manager
 }
 
-func newLiveView(cli *clientv3.Client, log *slog.Logger) *liveView {
+func newLiveView(cli *clientv3.Client, log *slog.Logger, cat *catalogue) *liveView {
 	return &liveView{
+		catalogue:    cat,
 		backends:     registry.NewSnapshot(registry.NewStore(cli, registry.BackendsPrefix, registry.ProtoJSON(func() *commonv1.Backend { return &commonv1.Backend{} })), log),
 		pools:        registry.NewSnapshot(registry.NewStore(cli, registry.ServiceTarget("ollamapool")+"/", registry.Raw()), log),
 		coordinators: registry.NewSnapshot(registry.NewStore(cli, registry.ServiceTarget("coordinator")+"/", registry.Raw()), log),
@@ -65,5 +68,8 @@ func (v *liveView) current() decide.View {
 		Backends:             backends,
 		PoolInstances:        len(v.pools.Items()),
 		CoordinatorInstances: len(v.coordinators.Items()),
+		Models:               v.catalogue.sizes(),
 	}
 }
+
+func (v *liveView) coordinatorInstances() int { return len(v.coordinators.Items()) }

@@ -85,7 +85,8 @@ type meshModel struct {
 }
 
 // installed lists the models on the usable Ollama nodes, one entry per model however many
-// nodes have it, sorted by name.
+// nodes have it, then those only the coordinator-manager has (served by sharding, on no
+// node), sorted by name.
 func (a *api) installed() []*meshModel {
 	byName := map[string]*meshModel{}
 	for _, b := range a.ollamaNodes() {
@@ -95,6 +96,11 @@ func (a *api) installed() []*meshModel {
 				byName[key] = &meshModel{info: m}
 			}
 			byName[key].nodes = append(byName[key].nodes, b.GetId())
+		}
+	}
+	for _, m := range a.r.ShardModels() {
+		if key := inference.NormalizeModel(m.GetName()); byName[key] == nil {
+			byName[key] = &meshModel{info: m}
 		}
 	}
 	out := make([]*meshModel, 0, len(byName))
@@ -232,8 +238,12 @@ func (a *api) ollamaShow(w http.ResponseWriter, r *http.Request) {
 	if m.info.GetFamily() != "" {
 		info["general.architecture"] = m.info.GetFamily()
 	}
+	servedBy := "Ollama node(s): " + strings.Join(m.nodes, ", ")
+	if len(m.nodes) == 0 {
+		servedBy = "llama.cpp RPC sharding (the coordinator-manager's model store)"
+	}
 	writeJSON(w, http.StatusOK, map[string]any{
-		"modelfile":    "# served through SOLLOL by Ollama node(s): " + strings.Join(m.nodes, ", ") + "\nFROM " + m.info.GetName() + "\n",
+		"modelfile":    "# served through SOLLOL by " + servedBy + "\nFROM " + m.info.GetName() + "\n",
 		"details":      detailsOf(m.info),
 		"model_info":   info,
 		"capabilities": []string{"completion"},

@@ -25,6 +25,9 @@ type Model struct {
 	MaxContext uint64
 
 	file *gguf.GGUFFile
+
+	profileOnce    sync.Once
+	base, perToken uint64
 }
 
 // Inspect parses path's GGUF metadata (not its weights).

@@ -80,6 +80,24 @@ func Need(m *Model, req Request) uint64 {
 	return est[0]
 }
 
+// Profile describes the model's memory need as a line in the context size: base bytes plus
+// bytes per context token (the KV cache), from two estimates on one device with every layer
+// offloaded. Callers without the file (the router) size any context with it.
+// It is computed once per model.
+func Profile(m *Model) (base, perToken uint64) {
+	m.profileOnce.Do(func() {
+		const lo, hi = 1024, 9216
+		a, b := Need(m, Request{Context: lo, Parallel: 1}), Need(m, Request{Context: hi, Parallel: 1})
+		if b <= a {
+			m.base = a
+			return
+		}
+		m.perToken = (b - a) / (hi - lo)
+		m.base = a - min(a, m.perToken*lo)
+	})
+	return m.base, m.perToken
+}
+
 // Plan chooses the fewest backends, most free memory first, on which every device fits its
 // share of the model with the split in proportion to free memory. It returns *NoFitError
 // when even all candidates together cannot hold it.

@@ -90,3 +90,17 @@ func TestBytes(t *testing.T) {
 	require.Equal(t, "1.5 MiB", Bytes(3<<19))
 	require.Equal(t, "24.0 GiB", Bytes(24<<30))
 }
+
+func TestProfileIsALineThroughTheEstimates(t *testing.T) {
+	m := tiny(t)
+	base, perToken := Profile(m)
+	require.Positive(t, perToken, "the KV cache grows with the context")
+	require.Positive(t, base)
+	// The line reproduces the estimator at other contexts, within a small error (compute
+	// buffers are not quite linear in the context).
+	for _, c := range []uint32{512, 4096, 32768} {
+		want := Need(m, Request{Context: c, Parallel: 1})
+		got := base + perToken*uint64(c)
+		require.InDelta(t, float64(want), float64(got), float64(want)*0.05, "context %d: estimator %d, line %d", c, want, got)
+	}
+}

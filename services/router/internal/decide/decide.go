@@ -49,6 +49,8 @@ type View struct {
 	Backends             []*commonv1.Backend
 	PoolInstances        int
 	CoordinatorInstances int
+	// Models is the model catalogue: GGUF sizes by normalized name (inference.NormalizeModel).
+	Models map[string]GGUF
 }
 
 // Request is what is being decided.
@@ -259,9 +261,12 @@ func loadedBytes(b *commonv1.Backend, model string) uint64 {
 
 func gib(b uint64) string { return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30)) }
 
-// Estimate picks the best size source for model: its Ollama listing on any node, else the
-// name. (GGUF metadata, when the coordinator-manager can read the file, comes later.)
+// Estimate picks the best size source for model: its GGUF metadata from the model
+// catalogue, else its Ollama listing on any node, else — reported as a guess — its name.
 func Estimate(v View, model string, contextSize int32) Size {
+	if g, ok := v.Models[inference.NormalizeModel(model)]; ok {
+		return FromGGUF(g, contextSize)
+	}
 	for _, b := range v.Backends {
 		for _, m := range b.GetInstalledModels() {
 			if inference.SameModel(m.GetName(), model) && m.GetSizeBytes() > 0 {

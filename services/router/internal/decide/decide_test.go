@@ -153,6 +153,32 @@ func TestSizeEstimates(t *testing.T) {
 	require.Equal(t, routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_UNKNOWN, decide.Estimate(v, "mystery", 0).Source)
 }
 
+func TestGGUFMetadataWinsOverEveryOtherSource(t *testing.T) {
+	line := decide.GGUF{BaseBytes: 5 * gib, KVBytesPerToken: 1 << 17, MaxContext: 2048}
+	v := decide.View{
+		Backends: []*commonv1.Backend{ollama("o1", "known:7b")},
+		Models:   map[string]decide.GGUF{"known:7b": line, "llama3:70b": {BaseBytes: 40 * gib, KVBytesPerToken: 1 << 18}},
+	}
+	s := decide.Estimate(v, "Known:7b", 1024)
+	require.Equal(t, routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_GGUF_METADATA, s.Source, "over the Ollama listing")
+	require.False(t, s.IsGuess())
+	require.EqualValues(t, 5*gib+1024<<17, s.Bytes)
+	require.EqualValues(t, 5*gib+2048<<17, decide.Estimate(v, "known:7b", 0).Bytes, "no context asked: the default, within the trained context")
+	require.EqualValues(t, 5*gib+8192<<17, decide.Estimate(v, "known:7b", 8192).Bytes, "an explicit context is sized as asked")
+
+	big := decide.Estimate(v, "llama3:70b", 0)
+	require.Equal(t, routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_GGUF_METADATA, big.Source, "over the name")
+	require.EqualValues(t, 40*gib+4096<<18, big.Bytes, "no trained context known: the default context")
+
+	// The sized model decides the path: it fits no node's free memory, so it is sharded.
+	node := ollama("o1", "llama3:70b")
+	node.Capacity = &commonv1.Capacity{TotalBytes: 64 * gib, FreeBytes: 24 * gib}
+	shards := rpc("r1", 48*gib)
+	d := decide.Decide(mode(decide.On, decide.On), decide.View{Backends: []*commonv1.Backend{node, shards}, PoolInstances: 1, CoordinatorInstances: 1, Models: v.Models},
+		decide.Request{Model: "llama3:70b", Size: big})
+	require.Equal(t, commonv1.RoutePath_ROUTE_PATH_SHARD, d.GetPath(), d.GetReason())
+}
+
 func withHint(r decide.Request, h commonv1.RouteHint) decide.Request {
 	r.Hint = h
 	return r

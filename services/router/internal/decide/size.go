@@ -71,3 +71,25 @@ func FromName(model string, contextSize int32) Size {
 	}
 	return Size{Bytes: uint64(n*unit*0.6) + kvCache(contextSize), Source: routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_NAME_GUESS}
 }
+
+// GGUF is a model's memory line from its GGUF metadata, as the coordinator-manager's model
+// catalogue gives it: base bytes plus KV-cache bytes per context token.
+type GGUF struct {
+	BaseBytes       uint64
+	KVBytesPerToken uint64
+	// MaxContext is the trained context; 0 when unknown.
+	MaxContext uint64
+}
+
+// FromGGUF sizes the model at contextSize; with none, at the default context, within the
+// trained one (as a coordinator would start it).
+func FromGGUF(g GGUF, contextSize int32) Size {
+	ctx := uint64(max(contextSize, 0))
+	if ctx == 0 {
+		ctx = defaultContext
+		if g.MaxContext > 0 {
+			ctx = min(ctx, g.MaxContext)
+		}
+	}
+	return Size{Bytes: g.BaseBytes + ctx*g.KVBytesPerToken, Source: routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_GGUF_METADATA}
+}

@@ -906,6 +906,209 @@ func (x *GetStatsResponse) GetCoordinators() []*Coordinator {
 	return nil
 }
 
+// ListModelsRequest asks for the manager's model catalogue.
+type ListModelsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListModelsRequest) Reset() {
+	*x = ListModelsRequest{}
+	mi := &file_sollol_coordinator_v1_coordinator_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListModelsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListModelsRequest) ProtoMessage() {}
+
+func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sollol_coordinator_v1_coordinator_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListModelsRequest.ProtoReflect.Descriptor instead.
+func (*ListModelsRequest) Descriptor() ([]byte, []int) {
+	return file_sollol_coordinator_v1_coordinator_service_proto_rawDescGZIP(), []int{12}
+}
+
+// ListModelsResponse is the manager's model catalogue, sorted by name.
+type ListModelsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every model the manager can resolve.
+	Models        []*ModelInfo `protobuf:"bytes,1,rep,name=models,proto3" json:"models,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListModelsResponse) Reset() {
+	*x = ListModelsResponse{}
+	mi := &file_sollol_coordinator_v1_coordinator_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListModelsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListModelsResponse) ProtoMessage() {}
+
+func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sollol_coordinator_v1_coordinator_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListModelsResponse.ProtoReflect.Descriptor instead.
+func (*ListModelsResponse) Descriptor() ([]byte, []int) {
+	return file_sollol_coordinator_v1_coordinator_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListModelsResponse) GetModels() []*ModelInfo {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+// ModelInfo is what a model's GGUF metadata says about it. The memory a model needs at a
+// context of c tokens is about base_bytes + c * kv_bytes_per_token, with every layer
+// offloaded (gguf-parser-go's llama.cpp estimate).
+type ModelInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Model name as clients use it, e.g. "llama3.2:3b".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Where the file was found: "mapping", "folder" or "ollama".
+	Source string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	// Size of the GGUF file, in bytes.
+	FileBytes uint64 `protobuf:"varint,3,opt,name=file_bytes,json=fileBytes,proto3" json:"file_bytes,omitempty"`
+	// general.architecture, e.g. "llama".
+	Architecture string `protobuf:"bytes,4,opt,name=architecture,proto3" json:"architecture,omitempty"`
+	// Number of layers (blocks).
+	Layers uint64 `protobuf:"varint,5,opt,name=layers,proto3" json:"layers,omitempty"`
+	// Trained context length, in tokens; 0 when the file does not say.
+	MaxContext uint64 `protobuf:"varint,6,opt,name=max_context,json=maxContext,proto3" json:"max_context,omitempty"`
+	// Memory apart from the KV cache (weights, compute buffers, fixed overheads), in bytes.
+	BaseBytes uint64 `protobuf:"varint,7,opt,name=base_bytes,json=baseBytes,proto3" json:"base_bytes,omitempty"`
+	// KV-cache memory per token of context, in bytes.
+	KvBytesPerToken uint64 `protobuf:"varint,8,opt,name=kv_bytes_per_token,json=kvBytesPerToken,proto3" json:"kv_bytes_per_token,omitempty"`
+	// Set when the model was found but its file cannot be read as GGUF; the figures are 0.
+	Error         string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelInfo) Reset() {
+	*x = ModelInfo{}
+	mi := &file_sollol_coordinator_v1_coordinator_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelInfo) ProtoMessage() {}
+
+func (x *ModelInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_sollol_coordinator_v1_coordinator_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelInfo.ProtoReflect.Descriptor instead.
+func (*ModelInfo) Descriptor() ([]byte, []int) {
+	return file_sollol_coordinator_v1_coordinator_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ModelInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ModelInfo) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *ModelInfo) GetFileBytes() uint64 {
+	if x != nil {
+		return x.FileBytes
+	}
+	return 0
+}
+
+func (x *ModelInfo) GetArchitecture() string {
+	if x != nil {
+		return x.Architecture
+	}
+	return ""
+}
+
+func (x *ModelInfo) GetLayers() uint64 {
+	if x != nil {
+		return x.Layers
+	}
+	return 0
+}
+
+func (x *ModelInfo) GetMaxContext() uint64 {
+	if x != nil {
+		return x.MaxContext
+	}
+	return 0
+}
+
+func (x *ModelInfo) GetBaseBytes() uint64 {
+	if x != nil {
+		return x.BaseBytes
+	}
+	return 0
+}
+
+func (x *ModelInfo) GetKvBytesPerToken() uint64 {
+	if x != nil {
+		return x.KvBytesPerToken
+	}
+	return 0
+}
+
+func (x *ModelInfo) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_sollol_coordinator_v1_coordinator_service_proto protoreflect.FileDescriptor
 
 const file_sollol_coordinator_v1_coordinator_service_proto_rawDesc = "" +
@@ -963,14 +1166,32 @@ const file_sollol_coordinator_v1_coordinator_service_proto_rawDesc = "" +
 	"\x0erequests_total\x18\t \x01(\x04R\rrequestsTotal\x12%\n" +
 	"\x0efailures_total\x18\n" +
 	" \x01(\x04R\rfailuresTotal\x12F\n" +
-	"\fcoordinators\x18\v \x03(\v2\".sollol.coordinator.v1.CoordinatorR\fcoordinators2\x84\x05\n" +
+	"\fcoordinators\x18\v \x03(\v2\".sollol.coordinator.v1.CoordinatorR\fcoordinators\"\x13\n" +
+	"\x11ListModelsRequest\"N\n" +
+	"\x12ListModelsResponse\x128\n" +
+	"\x06models\x18\x01 \x03(\v2 .sollol.coordinator.v1.ModelInfoR\x06models\"\x95\x02\n" +
+	"\tModelInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12\x1d\n" +
+	"\n" +
+	"file_bytes\x18\x03 \x01(\x04R\tfileBytes\x12\"\n" +
+	"\farchitecture\x18\x04 \x01(\tR\farchitecture\x12\x16\n" +
+	"\x06layers\x18\x05 \x01(\x04R\x06layers\x12\x1f\n" +
+	"\vmax_context\x18\x06 \x01(\x04R\n" +
+	"maxContext\x12\x1d\n" +
+	"\n" +
+	"base_bytes\x18\a \x01(\x04R\tbaseBytes\x12+\n" +
+	"\x12kv_bytes_per_token\x18\b \x01(\x04R\x0fkvBytesPerToken\x12\x14\n" +
+	"\x05error\x18\t \x01(\tR\x05error2\xe7\x05\n" +
 	"\x12CoordinatorService\x12x\n" +
 	"\x11EnsureCoordinator\x12/.sollol.coordinator.v1.EnsureCoordinatorRequest\x1a0.sollol.coordinator.v1.EnsureCoordinatorResponse0\x01\x12Q\n" +
 	"\x04Chat\x12\".sollol.coordinator.v1.ChatRequest\x1a#.sollol.coordinator.v1.ChatResponse0\x01\x12]\n" +
 	"\bGenerate\x12&.sollol.coordinator.v1.GenerateRequest\x1a'.sollol.coordinator.v1.GenerateResponse0\x01\x12s\n" +
 	"\x10ListCoordinators\x12..sollol.coordinator.v1.ListCoordinatorsRequest\x1a/.sollol.coordinator.v1.ListCoordinatorsResponse\x12p\n" +
 	"\x0fStopCoordinator\x12-.sollol.coordinator.v1.StopCoordinatorRequest\x1a..sollol.coordinator.v1.StopCoordinatorResponse\x12[\n" +
-	"\bGetStats\x12&.sollol.coordinator.v1.GetStatsRequest\x1a'.sollol.coordinator.v1.GetStatsResponseB\xed\x01\n" +
+	"\bGetStats\x12&.sollol.coordinator.v1.GetStatsRequest\x1a'.sollol.coordinator.v1.GetStatsResponse\x12a\n" +
+	"\n" +
+	"ListModels\x12(.sollol.coordinator.v1.ListModelsRequest\x1a).sollol.coordinator.v1.ListModelsResponseB\xed\x01\n" +
 	"\x19com.sollol.coordinator.v1B\x17CoordinatorServiceProtoP\x01ZAgithub.com/sollol/mesh/gen/go/sollol/coordinator/v1;coordinatorv1\xa2\x02\x03SCX\xaa\x02\x15Sollol.Coordinator.V1\xca\x02\x15Sollol\\Coordinator\\V1\xe2\x02!Sollol\\Coordinator\\V1\\GPBMetadata\xea\x02\x17Sollol::Coordinator::V1b\x06proto3"
 
 var (
@@ -985,7 +1206,7 @@ func file_sollol_coordinator_v1_coordinator_service_proto_rawDescGZIP() []byte {
 	return file_sollol_coordinator_v1_coordinator_service_proto_rawDescData
 }
 
-var file_sollol_coordinator_v1_coordinator_service_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_sollol_coordinator_v1_coordinator_service_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_sollol_coordinator_v1_coordinator_service_proto_goTypes = []any{
 	(*EnsureCoordinatorRequest)(nil),  // 0: sollol.coordinator.v1.EnsureCoordinatorRequest
 	(*EnsureCoordinatorResponse)(nil), // 1: sollol.coordinator.v1.EnsureCoordinatorResponse
@@ -999,49 +1220,55 @@ var file_sollol_coordinator_v1_coordinator_service_proto_goTypes = []any{
 	(*StopCoordinatorResponse)(nil),   // 9: sollol.coordinator.v1.StopCoordinatorResponse
 	(*GetStatsRequest)(nil),           // 10: sollol.coordinator.v1.GetStatsRequest
 	(*GetStatsResponse)(nil),          // 11: sollol.coordinator.v1.GetStatsResponse
-	(*v1.LoadProgress)(nil),           // 12: sollol.common.v1.LoadProgress
-	(*Coordinator)(nil),               // 13: sollol.coordinator.v1.Coordinator
-	(*v1.ChatMessage)(nil),            // 14: sollol.common.v1.ChatMessage
-	(*v1.GenerationOptions)(nil),      // 15: sollol.common.v1.GenerationOptions
-	(*v1.TokenChunk)(nil),             // 16: sollol.common.v1.TokenChunk
-	(*v1.Done)(nil),                   // 17: sollol.common.v1.Done
-	(*durationpb.Duration)(nil),       // 18: google.protobuf.Duration
+	(*ListModelsRequest)(nil),         // 12: sollol.coordinator.v1.ListModelsRequest
+	(*ListModelsResponse)(nil),        // 13: sollol.coordinator.v1.ListModelsResponse
+	(*ModelInfo)(nil),                 // 14: sollol.coordinator.v1.ModelInfo
+	(*v1.LoadProgress)(nil),           // 15: sollol.common.v1.LoadProgress
+	(*Coordinator)(nil),               // 16: sollol.coordinator.v1.Coordinator
+	(*v1.ChatMessage)(nil),            // 17: sollol.common.v1.ChatMessage
+	(*v1.GenerationOptions)(nil),      // 18: sollol.common.v1.GenerationOptions
+	(*v1.TokenChunk)(nil),             // 19: sollol.common.v1.TokenChunk
+	(*v1.Done)(nil),                   // 20: sollol.common.v1.Done
+	(*durationpb.Duration)(nil),       // 21: google.protobuf.Duration
 }
 var file_sollol_coordinator_v1_coordinator_service_proto_depIdxs = []int32{
-	12, // 0: sollol.coordinator.v1.EnsureCoordinatorResponse.progress:type_name -> sollol.common.v1.LoadProgress
-	13, // 1: sollol.coordinator.v1.EnsureCoordinatorResponse.ready:type_name -> sollol.coordinator.v1.Coordinator
-	14, // 2: sollol.coordinator.v1.ChatRequest.messages:type_name -> sollol.common.v1.ChatMessage
-	15, // 3: sollol.coordinator.v1.ChatRequest.options:type_name -> sollol.common.v1.GenerationOptions
-	16, // 4: sollol.coordinator.v1.ChatResponse.chunk:type_name -> sollol.common.v1.TokenChunk
-	12, // 5: sollol.coordinator.v1.ChatResponse.progress:type_name -> sollol.common.v1.LoadProgress
-	17, // 6: sollol.coordinator.v1.ChatResponse.done:type_name -> sollol.common.v1.Done
-	15, // 7: sollol.coordinator.v1.GenerateRequest.options:type_name -> sollol.common.v1.GenerationOptions
-	16, // 8: sollol.coordinator.v1.GenerateResponse.chunk:type_name -> sollol.common.v1.TokenChunk
-	12, // 9: sollol.coordinator.v1.GenerateResponse.progress:type_name -> sollol.common.v1.LoadProgress
-	17, // 10: sollol.coordinator.v1.GenerateResponse.done:type_name -> sollol.common.v1.Done
-	13, // 11: sollol.coordinator.v1.ListCoordinatorsResponse.coordinators:type_name -> sollol.coordinator.v1.Coordinator
-	13, // 12: sollol.coordinator.v1.StopCoordinatorResponse.coordinator:type_name -> sollol.coordinator.v1.Coordinator
-	18, // 13: sollol.coordinator.v1.GetStatsResponse.cold_start_last:type_name -> google.protobuf.Duration
-	18, // 14: sollol.coordinator.v1.GetStatsResponse.cold_start_mean:type_name -> google.protobuf.Duration
-	18, // 15: sollol.coordinator.v1.GetStatsResponse.cold_start_max:type_name -> google.protobuf.Duration
-	13, // 16: sollol.coordinator.v1.GetStatsResponse.coordinators:type_name -> sollol.coordinator.v1.Coordinator
-	0,  // 17: sollol.coordinator.v1.CoordinatorService.EnsureCoordinator:input_type -> sollol.coordinator.v1.EnsureCoordinatorRequest
-	2,  // 18: sollol.coordinator.v1.CoordinatorService.Chat:input_type -> sollol.coordinator.v1.ChatRequest
-	4,  // 19: sollol.coordinator.v1.CoordinatorService.Generate:input_type -> sollol.coordinator.v1.GenerateRequest
-	6,  // 20: sollol.coordinator.v1.CoordinatorService.ListCoordinators:input_type -> sollol.coordinator.v1.ListCoordinatorsRequest
-	8,  // 21: sollol.coordinator.v1.CoordinatorService.StopCoordinator:input_type -> sollol.coordinator.v1.StopCoordinatorRequest
-	10, // 22: sollol.coordinator.v1.CoordinatorService.GetStats:input_type -> sollol.coordinator.v1.GetStatsRequest
-	1,  // 23: sollol.coordinator.v1.CoordinatorService.EnsureCoordinator:output_type -> sollol.coordinator.v1.EnsureCoordinatorResponse
-	3,  // 24: sollol.coordinator.v1.CoordinatorService.Chat:output_type -> sollol.coordinator.v1.ChatResponse
-	5,  // 25: sollol.coordinator.v1.CoordinatorService.Generate:output_type -> sollol.coordinator.v1.GenerateResponse
-	7,  // 26: sollol.coordinator.v1.CoordinatorService.ListCoordinators:output_type -> sollol.coordinator.v1.ListCoordinatorsResponse
-	9,  // 27: sollol.coordinator.v1.CoordinatorService.StopCoordinator:output_type -> sollol.coordinator.v1.StopCoordinatorResponse
-	11, // 28: sollol.coordinator.v1.CoordinatorService.GetStats:output_type -> sollol.coordinator.v1.GetStatsResponse
-	23, // [23:29] is the sub-list for method output_type
-	17, // [17:23] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	15, // 0: sollol.coordinator.v1.EnsureCoordinatorResponse.progress:type_name -> sollol.common.v1.LoadProgress
+	16, // 1: sollol.coordinator.v1.EnsureCoordinatorResponse.ready:type_name -> sollol.coordinator.v1.Coordinator
+	17, // 2: sollol.coordinator.v1.ChatRequest.messages:type_name -> sollol.common.v1.ChatMessage
+	18, // 3: sollol.coordinator.v1.ChatRequest.options:type_name -> sollol.common.v1.GenerationOptions
+	19, // 4: sollol.coordinator.v1.ChatResponse.chunk:type_name -> sollol.common.v1.TokenChunk
+	15, // 5: sollol.coordinator.v1.ChatResponse.progress:type_name -> sollol.common.v1.LoadProgress
+	20, // 6: sollol.coordinator.v1.ChatResponse.done:type_name -> sollol.common.v1.Done
+	18, // 7: sollol.coordinator.v1.GenerateRequest.options:type_name -> sollol.common.v1.GenerationOptions
+	19, // 8: sollol.coordinator.v1.GenerateResponse.chunk:type_name -> sollol.common.v1.TokenChunk
+	15, // 9: sollol.coordinator.v1.GenerateResponse.progress:type_name -> sollol.common.v1.LoadProgress
+	20, // 10: sollol.coordinator.v1.GenerateResponse.done:type_name -> sollol.common.v1.Done
+	16, // 11: sollol.coordinator.v1.ListCoordinatorsResponse.coordinators:type_name -> sollol.coordinator.v1.Coordinator
+	16, // 12: sollol.coordinator.v1.StopCoordinatorResponse.coordinator:type_name -> sollol.coordinator.v1.Coordinator
+	21, // 13: sollol.coordinator.v1.GetStatsResponse.cold_start_last:type_name -> google.protobuf.Duration
+	21, // 14: sollol.coordinator.v1.GetStatsResponse.cold_start_mean:type_name -> google.protobuf.Duration
+	21, // 15: sollol.coordinator.v1.GetStatsResponse.cold_start_max:type_name -> google.protobuf.Duration
+	16, // 16: sollol.coordinator.v1.GetStatsResponse.coordinators:type_name -> sollol.coordinator.v1.Coordinator
+	14, // 17: sollol.coordinator.v1.ListModelsResponse.models:type_name -> sollol.coordinator.v1.ModelInfo
+	0,  // 18: sollol.coordinator.v1.CoordinatorService.EnsureCoordinator:input_type -> sollol.coordinator.v1.EnsureCoordinatorRequest
+	2,  // 19: sollol.coordinator.v1.CoordinatorService.Chat:input_type -> sollol.coordinator.v1.ChatRequest
+	4,  // 20: sollol.coordinator.v1.CoordinatorService.Generate:input_type -> sollol.coordinator.v1.GenerateRequest
+	6,  // 21: sollol.coordinator.v1.CoordinatorService.ListCoordinators:input_type -> sollol.coordinator.v1.ListCoordinatorsRequest
+	8,  // 22: sollol.coordinator.v1.CoordinatorService.StopCoordinator:input_type -> sollol.coordinator.v1.StopCoordinatorRequest
+	10, // 23: sollol.coordinator.v1.CoordinatorService.GetStats:input_type -> sollol.coordinator.v1.GetStatsRequest
+	12, // 24: sollol.coordinator.v1.CoordinatorService.ListModels:input_type -> sollol.coordinator.v1.ListModelsRequest
+	1,  // 25: sollol.coordinator.v1.CoordinatorService.EnsureCoordinator:output_type -> sollol.coordinator.v1.EnsureCoordinatorResponse
+	3,  // 26: sollol.coordinator.v1.CoordinatorService.Chat:output_type -> sollol.coordinator.v1.ChatResponse
+	5,  // 27: sollol.coordinator.v1.CoordinatorService.Generate:output_type -> sollol.coordinator.v1.GenerateResponse
+	7,  // 28: sollol.coordinator.v1.CoordinatorService.ListCoordinators:output_type -> sollol.coordinator.v1.ListCoordinatorsResponse
+	9,  // 29: sollol.coordinator.v1.CoordinatorService.StopCoordinator:output_type -> sollol.coordinator.v1.StopCoordinatorResponse
+	11, // 30: sollol.coordinator.v1.CoordinatorService.GetStats:output_type -> sollol.coordinator.v1.GetStatsResponse
+	13, // 31: sollol.coordinator.v1.CoordinatorService.ListModels:output_type -> sollol.coordinator.v1.ListModelsResponse
+	25, // [25:32] is the sub-list for method output_type
+	18, // [18:25] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_sollol_coordinator_v1_coordinator_service_proto_init() }
@@ -1070,7 +1297,7 @@ func file_sollol_coordinator_v1_coordinator_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sollol_coordinator_v1_coordinator_service_proto_rawDesc), len(file_sollol_coordinator_v1_coordinator_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

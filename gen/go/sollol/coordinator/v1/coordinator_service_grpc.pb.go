@@ -25,6 +25,7 @@ const (
 	CoordinatorService_ListCoordinators_FullMethodName  = "/sollol.coordinator.v1.CoordinatorService/ListCoordinators"
 	CoordinatorService_StopCoordinator_FullMethodName   = "/sollol.coordinator.v1.CoordinatorService/StopCoordinator"
 	CoordinatorService_GetStats_FullMethodName          = "/sollol.coordinator.v1.CoordinatorService/GetStats"
+	CoordinatorService_ListModels_FullMethodName        = "/sollol.coordinator.v1.CoordinatorService/ListModels"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -50,6 +51,10 @@ type CoordinatorServiceClient interface {
 	StopCoordinator(ctx context.Context, in *StopCoordinatorRequest, opts ...grpc.CallOption) (*StopCoordinatorResponse, error)
 	// GetStats reports the manager's counters since start and per-coordinator figures.
 	GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*GetStatsResponse, error)
+	// ListModels is the manager's model catalogue: every model it can resolve (its name
+	// mapping, model folders and the Ollama model store) with what the GGUF metadata says of
+	// its size. It starts nothing. The router sizes models with it.
+	ListModels(ctx context.Context, in *ListModelsRequest, opts ...grpc.CallOption) (*ListModelsResponse, error)
 }
 
 type coordinatorServiceClient struct {
@@ -147,6 +152,16 @@ func (c *coordinatorServiceClient) GetStats(ctx context.Context, in *GetStatsReq
 	return out, nil
 }
 
+func (c *coordinatorServiceClient) ListModels(ctx context.Context, in *ListModelsRequest, opts ...grpc.CallOption) (*ListModelsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListModelsResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_ListModels_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -170,6 +185,10 @@ type CoordinatorServiceServer interface {
 	StopCoordinator(context.Context, *StopCoordinatorRequest) (*StopCoordinatorResponse, error)
 	// GetStats reports the manager's counters since start and per-coordinator figures.
 	GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error)
+	// ListModels is the manager's model catalogue: every model it can resolve (its name
+	// mapping, model folders and the Ollama model store) with what the GGUF metadata says of
+	// its size. It starts nothing. The router sizes models with it.
+	ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error)
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -197,6 +216,9 @@ func (UnimplementedCoordinatorServiceServer) StopCoordinator(context.Context, *S
 }
 func (UnimplementedCoordinatorServiceServer) GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetStats not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListModels not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -306,6 +328,24 @@ func _CoordinatorService_GetStats_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoordinatorService_ListModels_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListModelsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).ListModels(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_ListModels_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).ListModels(ctx, req.(*ListModelsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -324,6 +364,10 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetStats",
 			Handler:    _CoordinatorService_GetStats_Handler,
+		},
+		{
+			MethodName: "ListModels",
+			Handler:    _CoordinatorService_ListModels_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
