@@ -7,8 +7,10 @@ import (
 	"sync"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	coordinatorv1 "github.com/sollol/mesh/gen/go/sollol/coordinator/v1"
 	"github.com/sollol/mesh/services/shared/grpcserver"
@@ -67,6 +69,21 @@ func isForwarded(ctx context.Context) bool {
 
 // ownerMoved reports an owner that no longer owns the model: try again from the start.
 func ownerMoved(err error) bool { return rpcerr.Reason(err) == "OWNER_MOVED" }
+
+// ownerUnreachable reports a forward that did not reach a serving owner: the connection
+// failed (UNAVAILABLE with no reason: the transport's, not the owner's answer), or the
+// owner is shutting down. Either way its ownership is about to end.
+func ownerUnreachable(err error) bool {
+	err = rpcerr.ToStatus(err)
+	if status.Code(err) != codes.Unavailable {
+		return false
+	}
+	switch rpcerr.Reason(err) {
+	case "", "OWNER_UNREACHABLE", "SHUTTING_DOWN":
+		return true
+	}
+	return false
+}
 
 // relayStream copies every message of a forwarded server stream to the caller's stream. A
 // failure is returned as the owner's status; sent reports whether anything reached the caller.

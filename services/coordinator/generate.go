@@ -47,11 +47,22 @@ func (s *Service) generate(ctx context.Context, want manager.Want, out sink, do 
 		}
 		if owner != "" {
 			sent, err := out.forward(owner)
-			if err != nil && ownerMoved(err) && !sent && hops < maxForwards {
-				hops++
-				continue
+			if err == nil || sent || hops >= maxForwards {
+				return err
 			}
-			return err
+			switch {
+			case ownerMoved(err):
+			case ownerUnreachable(err):
+				// The owner may have died: its record lives until its lease expires. Wait
+				// for that, then take the model over (or follow a new owner).
+				if werr := s.mgr.AwaitOwnerGone(ctx, want.Model, owner, out.progress); werr != nil {
+					return werr
+				}
+			default:
+				return err
+			}
+			hops++
+			continue
 		}
 		attempts++
 		tried = append(tried, lease.Addr)

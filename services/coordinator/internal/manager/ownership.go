@@ -10,6 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
+	commonv1 "github.com/sollol/mesh/gen/go/sollol/common/v1"
 	"github.com/sollol/mesh/services/coordinator/internal/llamaproc"
 	"github.com/sollol/mesh/services/shared/registry"
 	"github.com/sollol/mesh/services/shared/rpcerr"
@@ -228,6 +229,37 @@ func (m *Manager) reclaim() {
 		m.mu.Unlock()
 		if err == nil {
 			m.publish(e)
+		}
+	}
+}
+
+// AwaitOwnerGone waits until the record naming addr as model's owner is gone or names another
+// owner, as happens once a dead owner's lease expires, for at most the lease TTL plus a
+// margin. A caller whose forward found the owner unreachable then tries again, and takes the
+// model over itself, instead of failing for as long as the dead owner's record lives.
+func (m *Manager) AwaitOwnerGone(ctx context.Context, model, addr string, progress func(*commonv1.LoadProgress) error) error {
+	limit := m.cfg.LeaseTTL + 5*time.Second
+	if progress != nil {
+		if err := progress(&commonv1.LoadProgress{Model: model, Stage: commonv1.LoadStage_LOAD_STAGE_QUEUED,
+			Message: fmt.Sprintf("the replica that owns %s (%s) does not answer; waiting up to %v for its ownership to expire", model, addr, limit)}); err != nil {
+			return err
+		}
+	}
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if rec := m.remoteOwner(model); rec == nil || rec.GetOwnerAddress() != addr {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline.C:
+			return rpcerr.New(rpcerr.KindUnavailable, "OWNER_UNREACHABLE",
+				"the replica that owns model %s (%s) does not answer, and its ownership did not expire within %v", model, addr, limit)
+		case <-tick.C:
 		}
 	}
 }
