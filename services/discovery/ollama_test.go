@@ -11,6 +11,7 @@ import (
 	"github.com/sollol/mesh/services/shared/config"
 	"github.com/sollol/mesh/services/shared/testutil/etcdtest"
 	"github.com/sollol/mesh/services/shared/testutil/ollamatest"
+	"github.com/sollol/mesh/services/shared/tinymodel"
 )
 
 func TestFindsRealOllamaFromStaticConfig(t *testing.T) {
@@ -32,6 +33,11 @@ func TestFindsRealOllamaFromStaticConfig(t *testing.T) {
 	require.Positive(t, m.GetSizeBytes())
 	require.Equal(t, "llama", m.GetFamily())
 	require.NotEmpty(t, m.GetDigest())
+	// /api/show: what the model can do, and its GGUF shape.
+	require.Contains(t, m.GetCapabilities(), "completion")
+	require.EqualValues(t, tinymodel.ContextLen, m.GetContextLength())
+	require.EqualValues(t, tinymodel.BlockCount*tinymodel.HeadCountKV*2*(tinymodel.EmbeddingLen/tinymodel.HeadCount)*2, m.GetKvBytesPerToken(),
+		"layers x KV heads x (key + value length) x 2 bytes")
 	require.Positive(t, b.GetLatency().AsDuration())
 	require.NotNil(t, b.GetLastSeen())
 }

@@ -17,6 +17,7 @@ import (
 
 	routerv1 "github.com/sollol/mesh/gen/go/sollol/router/v1"
 	"github.com/sollol/mesh/services/shared/testutil/ollamatest"
+	"github.com/sollol/mesh/services/shared/tinymodel"
 )
 
 // Ollama's own Go client, unchanged, against the router: every endpoint it uses works and
@@ -45,6 +46,13 @@ func TestHTTPOllamaGoClient(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "gguf", show.Details.Format)
 	require.Contains(t, show.Capabilities, model.CapabilityCompletion)
+	// What the node itself says of the model, passed on through discovery.
+	nodeURL, err := url.Parse(h.ollama.URL())
+	require.NoError(t, err)
+	direct, err := api.NewClient(nodeURL, http.DefaultClient).Show(ctx, &api.ShowRequest{Model: "tiny"})
+	require.NoError(t, err)
+	require.Equal(t, direct.Capabilities, show.Capabilities)
+	require.EqualValues(t, tinymodel.ContextLen, show.ModelInfo["llama.context_length"])
 	_, err = client.Show(ctx, &api.ShowRequest{Model: "nope"})
 	var se api.StatusError
 	require.ErrorAs(t, err, &se)

@@ -210,8 +210,9 @@ func (a *api) ollamaPS(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"models": models})
 }
 
-// ollamaShow serves POST /api/show from what discovery knows of the model. The ollama CLI's
-// `run` needs capabilities (no "embedding" → it chats, no "vision" → text only) and details.
+// ollamaShow serves POST /api/show from what discovery knows of the model (the node's own
+// /api/show, as discovery recorded it). The ollama CLI's `run` needs capabilities ("embedding"
+// → it embeds, else it chats; "vision" → images) and details.
 func (a *api) ollamaShow(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Model string `json:"model"`
@@ -235,8 +236,16 @@ func (a *api) ollamaShow(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	info := map[string]any{}
-	if m.info.GetFamily() != "" {
-		info["general.architecture"] = m.info.GetFamily()
+	if arch := m.info.GetFamily(); arch != "" {
+		info["general.architecture"] = arch
+		if n := m.info.GetContextLength(); n > 0 {
+			info[arch+".context_length"] = n
+		}
+	}
+	// What the node said the model can do; a model only sharding serves completes text.
+	capabilities := m.info.GetCapabilities()
+	if len(capabilities) == 0 {
+		capabilities = []string{"completion"}
 	}
 	servedBy := "Ollama node(s): " + strings.Join(m.nodes, ", ")
 	if len(m.nodes) == 0 {
@@ -246,7 +255,7 @@ func (a *api) ollamaShow(w http.ResponseWriter, r *http.Request) {
 		"modelfile":    "# served through SOLLOL by " + servedBy + "\nFROM " + m.info.GetName() + "\n",
 		"details":      detailsOf(m.info),
 		"model_info":   info,
-		"capabilities": []string{"completion"},
+		"capabilities": capabilities,
 		"modified_at":  timeOf(m.info.GetModifiedAt()),
 	})
 }

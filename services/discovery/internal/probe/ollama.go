@@ -84,6 +84,7 @@ func (p *Prober) probeOllama(ctx context.Context, addr string) Result {
 			ModifiedAt:    timestamp(m.ModifiedAt),
 		})
 	}
+	p.describe(ctx, base, b.InstalledModels)
 	for _, m := range ps.Models {
 		b.LoadedModels = append(b.LoadedModels, &commonv1.LoadedModel{
 			Name:          m.Name,
@@ -127,4 +128,28 @@ func timestamp(t time.Time) *timestamppb.Timestamp {
 		return nil
 	}
 	return timestamppb.New(t)
+}
+
+// describe adds what /api/show says to each model: from the cache by digest, else asked for
+// (a few per probe). A model that cannot be described keeps its listing only; the probe does
+// not fail for it.
+func (p *Prober) describe(ctx context.Context, base string, models []*commonv1.InstalledModel) {
+	asked := 0
+	for _, m := range models {
+		f, ok := p.shows.get(m.GetDigest())
+		if !ok || m.GetDigest() == "" {
+			if asked >= showsPerProbe {
+				continue
+			}
+			asked++
+			var err error
+			if f, err = p.show(ctx, base, m.GetName()); err != nil {
+				continue
+			}
+			if m.GetDigest() != "" {
+				p.shows.put(m.GetDigest(), f)
+			}
+		}
+		m.Capabilities, m.ContextLength, m.KvBytesPerToken = f.capabilities, f.contextLength, f.kvBytesPerToken
+	}
 }

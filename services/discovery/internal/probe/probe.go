@@ -30,6 +30,7 @@ func failed(err error) Result { return Result{Outcome: health.Failure, Err: err}
 type Prober struct {
 	http    *http.Client
 	timeout time.Duration
+	shows   showCache // what /api/show said of each Ollama model, by digest
 }
 
 // New returns a prober whose probes each take at most timeout.

@@ -148,6 +148,14 @@ func TestSizeEstimates(t *testing.T) {
 	require.True(t, guess.IsGuess(), "a name-based size is reported as a guess")
 	require.InDelta(t, 42e9, float64(guess.Bytes), 2e9)
 
+	// A node that described the model's shape: its KV cost per token, and the default
+	// context within the trained one.
+	described := ollama("o2", "shaped:1b")
+	described.InstalledModels[0].KvBytesPerToken, described.InstalledModels[0].ContextLength = 512, 2048
+	shaped := decide.View{Backends: []*commonv1.Backend{described}}
+	require.EqualValues(t, 2*gib+1024*512, decide.Estimate(shaped, "shaped:1b", 1024).Bytes)
+	require.EqualValues(t, 2*gib+2048*512, decide.Estimate(shaped, "shaped:1b", 0).Bytes)
+
 	moe := decide.Estimate(v, "mixtral:8x7b", 0)
 	require.InDelta(t, 56*0.6e9, float64(moe.Bytes), 2e9)
 	require.Equal(t, routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_UNKNOWN, decide.Estimate(v, "mystery", 0).Source)

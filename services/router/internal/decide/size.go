@@ -34,9 +34,22 @@ const kvBytesPerToken = 128 << 10
 // defaultContext is the context assumed when the request names none (Ollama's default).
 const defaultContext = 4096
 
-// FromOllama estimates from the installed model's file size plus the KV cache.
+// FromOllama estimates from the installed model's file size plus the KV cache: its cost per
+// token from the model's GGUF shape when the node described it (/api/show), else a
+// conservative constant. With no context asked, the default, within the trained one.
 func FromOllama(m *commonv1.InstalledModel, contextSize int32) Size {
-	return Size{Bytes: m.GetSizeBytes() + kvCache(contextSize), Source: routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_OLLAMA_METADATA}
+	perToken := m.GetKvBytesPerToken()
+	if perToken == 0 {
+		return Size{Bytes: m.GetSizeBytes() + kvCache(contextSize), Source: routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_OLLAMA_METADATA}
+	}
+	ctx := uint64(max(contextSize, 0))
+	if ctx == 0 {
+		ctx = defaultContext
+		if m.GetContextLength() > 0 {
+			ctx = min(ctx, m.GetContextLength())
+		}
+	}
+	return Size{Bytes: m.GetSizeBytes() + ctx*perToken, Source: routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_OLLAMA_METADATA}
 }
 
 func kvCache(contextSize int32) uint64 {

@@ -313,9 +313,17 @@ type InstalledModel struct {
 	// nodes mean identical weights.
 	Digest string `protobuf:"bytes,6,opt,name=digest,proto3" json:"digest,omitempty"`
 	// When the model was last modified (pulled or created) on the backend.
-	ModifiedAt    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=modified_at,json=modifiedAt,proto3" json:"modified_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ModifiedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=modified_at,json=modifiedAt,proto3" json:"modified_at,omitempty"`
+	// What the model can do, as Ollama's /api/show reports it: "completion", "embedding",
+	// "tools", "vision", "thinking", "insert". Empty when unknown.
+	Capabilities []string `protobuf:"bytes,8,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
+	// Trained context length in tokens, from the model's GGUF metadata. 0 = unknown.
+	ContextLength uint64 `protobuf:"varint,9,opt,name=context_length,json=contextLength,proto3" json:"context_length,omitempty"`
+	// KV-cache memory per context token in bytes (f16 cache), from the model's GGUF metadata:
+	// layers x KV heads x (key + value length) x 2. 0 = unknown.
+	KvBytesPerToken uint64 `protobuf:"varint,10,opt,name=kv_bytes_per_token,json=kvBytesPerToken,proto3" json:"kv_bytes_per_token,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *InstalledModel) Reset() {
@@ -395,6 +403,27 @@ func (x *InstalledModel) GetModifiedAt() *timestamppb.Timestamp {
 		return x.ModifiedAt
 	}
 	return nil
+}
+
+func (x *InstalledModel) GetCapabilities() []string {
+	if x != nil {
+		return x.Capabilities
+	}
+	return nil
+}
+
+func (x *InstalledModel) GetContextLength() uint64 {
+	if x != nil {
+		return x.ContextLength
+	}
+	return 0
+}
+
+func (x *InstalledModel) GetKvBytesPerToken() uint64 {
+	if x != nil {
+		return x.KvBytesPerToken
+	}
+	return 0
 }
 
 // LoadedModel is a model currently resident in a backend's memory (Ollama's /api/ps).
@@ -677,7 +706,7 @@ const file_sollol_common_v1_backend_proto_rawDesc = "" +
 	"totalBytes\x12\x1d\n" +
 	"\n" +
 	"free_bytes\x18\x03 \x01(\x04R\tfreeBytes\x12\x1a\n" +
-	"\bparallel\x18\x04 \x01(\rR\bparallel\"\xfb\x01\n" +
+	"\bparallel\x18\x04 \x01(\rR\bparallel\"\xf3\x02\n" +
 	"\x0eInstalledModel\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -687,7 +716,11 @@ const file_sollol_common_v1_backend_proto_rawDesc = "" +
 	"\fquantization\x18\x05 \x01(\tR\fquantization\x12\x16\n" +
 	"\x06digest\x18\x06 \x01(\tR\x06digest\x12;\n" +
 	"\vmodified_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"modifiedAt\"\xc1\x01\n" +
+	"modifiedAt\x12\"\n" +
+	"\fcapabilities\x18\b \x03(\tR\fcapabilities\x12%\n" +
+	"\x0econtext_length\x18\t \x01(\x04R\rcontextLength\x12+\n" +
+	"\x12kv_bytes_per_token\x18\n" +
+	" \x01(\x04R\x0fkvBytesPerToken\"\xc1\x01\n" +
 	"\vLoadedModel\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
