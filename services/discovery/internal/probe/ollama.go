@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -98,26 +99,42 @@ func (p *Prober) probeOllama(ctx context.Context, addr string) Result {
 }
 
 func (p *Prober) getJSON(ctx context.Context, url string, into any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	return p.callJSON(ctx, http.MethodGet, url, nil, into)
+}
+
+// callJSON sends body (as JSON, when not nil) and decodes the answer, bounded in size.
+func (p *Prober) callJSON(ctx context.Context, method, url string, body, into any) error {
+	var payload io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		payload = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, payload)
 	if err != nil {
 		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := p.http.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxOllamaBody+1))
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxOllamaBody+1))
 	if err != nil {
 		return err
 	}
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("%s answered HTTP %d", url, resp.StatusCode)
 	}
-	if len(body) > maxOllamaBody {
+	if len(answer) > maxOllamaBody {
 		return errors.New(url + " answered more than 8 MiB")
 	}
-	if err := json.Unmarshal(body, into); err != nil {
+	if err := json.Unmarshal(answer, into); err != nil {
 		return fmt.Errorf("%s: not JSON: %w", url, err)
 	}
 	return nil

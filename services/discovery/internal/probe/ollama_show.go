@@ -1,11 +1,7 @@
 package probe
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
 	"sync"
 )
@@ -55,27 +51,9 @@ type ollamaShow struct {
 
 // show asks the node about one model.
 func (p *Prober) show(ctx context.Context, base, model string) (modelFacts, error) {
-	body, _ := json.Marshal(map[string]string{"model": model})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/show", bytes.NewReader(body))
-	if err != nil {
-		return modelFacts{}, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := p.http.Do(req)
-	if err != nil {
-		return modelFacts{}, err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxOllamaBody+1))
-	if err != nil {
-		return modelFacts{}, err
-	}
-	if resp.StatusCode != http.StatusOK || len(raw) > maxOllamaBody {
-		return modelFacts{}, fmt.Errorf("/api/show of %s answered HTTP %d (%d bytes)", model, resp.StatusCode, len(raw))
-	}
 	var s ollamaShow
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return modelFacts{}, fmt.Errorf("/api/show of %s: not JSON: %w", model, err)
+	if err := p.callJSON(ctx, http.MethodPost, base+"/api/show", map[string]string{"model": model}, &s); err != nil {
+		return modelFacts{}, err
 	}
 	f := modelFacts{capabilities: s.Capabilities}
 	f.contextLength, f.kvBytesPerToken = kvFacts(s.ModelInfo)
