@@ -1,7 +1,6 @@
 package ollamapool
 
 import (
-	"container/heap"
 	"context"
 	"fmt"
 	"maps"
@@ -13,6 +12,7 @@ import (
 	commonv1 "github.com/sollol/mesh/gen/go/sollol/common/v1"
 	"github.com/sollol/mesh/services/ollamapool/internal/balance"
 	"github.com/sollol/mesh/services/ollamapool/internal/ollama"
+	"github.com/sollol/mesh/services/shared/prioq"
 	"github.com/sollol/mesh/services/shared/rpcerr"
 )
 
@@ -24,9 +24,8 @@ type pool struct {
 	nodes    map[string]*balance.Node
 	selector *balance.Selector
 	breaker  balance.BreakerPolicy
-	queue    waitQueue
+	queue    prioq.Queue[*waiter]
 	maxQueue int
-	seq      uint64
 	counters *counters
 }
 
@@ -66,15 +65,14 @@ func (p *pool) acquire(ctx context.Context, want balance.Want, priority int32) (
 		p.mu.Unlock()
 		return node, err
 	}
-	if len(p.queue) >= p.maxQueue {
+	if p.queue.Len() >= p.maxQueue {
 		p.mu.Unlock()
 		p.counters.queueRejections.Add(1)
 		return nil, rpcerr.New(rpcerr.KindResourceExhausted, "POOL_SATURATED",
 			"every Ollama node with %q is busy and %d requests are already waiting; retry later", want.Model, p.maxQueue)
 	}
-	p.seq++
-	w := &waiter{priority: priority, seq: p.seq, want: want, result: make(chan acquired, 1)}
-	heap.Push(&p.queue, w)
+	w := &waiter{want: want, result: make(chan acquired, 1)}
+	queued := p.queue.Push(priority, w)
 	p.mu.Unlock()
 
 	select {
@@ -82,7 +80,7 @@ func (p *pool) acquire(ctx context.Context, want balance.Want, priority int32) (
 		return got.node, got.err
 	case <-ctx.Done():
 		p.mu.Lock()
-		removed := p.queue.remove(w)
+		removed := p.queue.Remove(queued)
 		p.mu.Unlock()
 		if !removed {
 			// Served in the same instant: hand the node back.
@@ -179,22 +177,13 @@ func (p *pool) release(n *balance.Node, o outcome) {
 // model cannot be served at all any more (its nodes vanished) gets that error instead of
 // waiting for its deadline.
 func (p *pool) serveWaitersLocked() {
-	if len(p.queue) == 0 {
-		return
-	}
-	pending := slices.Clone(p.queue)
-	slices.SortFunc(pending, func(a, b *waiter) int {
-		if a.priority != b.priority {
-			return int(b.priority - a.priority)
-		}
-		return int(a.seq - b.seq)
-	})
-	for _, w := range pending {
+	for _, it := range p.queue.Ordered() {
+		w := it.Value
 		node, err, wait := p.tryLocked(w.want)
 		if wait {
 			continue
 		}
-		p.queue.remove(w)
+		p.queue.Remove(it)
 		w.result <- acquired{node: node, err: err}
 	}
 }
@@ -211,7 +200,7 @@ func (p *pool) tick() {
 func (p *pool) queueDepth() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.queue)
+	return p.queue.Len()
 }
 
 // snapshot copies the nodes for reporting.
