@@ -7,6 +7,7 @@ import (
 	coordinatorv1 "github.com/sollol/mesh/gen/go/sollol/coordinator/v1"
 	"github.com/sollol/mesh/services/coordinator/internal/manager"
 	"github.com/sollol/mesh/services/coordinator/internal/relay"
+	"github.com/sollol/mesh/services/shared/inference"
 	"github.com/sollol/mesh/services/shared/rpcerr"
 )
 
@@ -94,7 +95,7 @@ func (s *Service) Chat(req *coordinatorv1.ChatRequest, stream coordinatorv1.Coor
 		},
 	}
 	r := relay.ChatRequest{Model: req.GetModel(), Messages: req.GetMessages(), Options: req.GetOptions()}
-	return rpcerr.ToStatus(s.generate(ctx, wantOf(ctx, req.GetModel(), req.GetOptions()), out,
+	return rpcerr.ToStatus(s.generate(ctx, wantOf(ctx, req.GetModel(), req.GetOptions(), req.GetPriority()), out,
 		func(ctx context.Context, l *manager.Lease, onText func(string) error) (*relay.Result, error) {
 			return s.mgr.Relay().Chat(ctx, l.Dial, r, onText)
 		}))
@@ -129,7 +130,7 @@ func (s *Service) Generate(req *coordinatorv1.GenerateRequest, stream coordinato
 			})
 		},
 	}
-	want := wantOf(ctx, req.GetModel(), req.GetOptions())
+	want := wantOf(ctx, req.GetModel(), req.GetOptions(), req.GetPriority())
 	if req.GetPrompt() == "" {
 		return rpcerr.ToStatus(s.loadOnly(ctx, want, out))
 	}
@@ -147,9 +148,12 @@ func (s *Service) Generate(req *coordinatorv1.GenerateRequest, stream coordinato
 	return rpcerr.ToStatus(s.generate(ctx, want, out, do))
 }
 
-func wantOf(ctx context.Context, model string, o *commonv1.GenerationOptions) manager.Want {
+func wantOf(ctx context.Context, model string, o *commonv1.GenerationOptions, priority int32) manager.Want {
+	if priority == 0 {
+		priority = inference.DefaultPriority
+	}
 	return manager.Want{Model: model, SlotContext: slotContextOf(o), ContextField: "options.context_size",
-		KeepAlive: keepAliveOf(o), NoForward: isForwarded(ctx)}
+		KeepAlive: keepAliveOf(o), NoForward: isForwarded(ctx), Priority: priority}
 }
 
 // ListCoordinators lists this replica's coordinators.

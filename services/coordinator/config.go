@@ -71,6 +71,8 @@ type Config struct {
 	KillWithManager bool `yaml:"kill_with_manager"`
 	// LogPromptText shows prompt text in logs and error details instead of its length.
 	LogPromptText bool `yaml:"log_prompt_text"`
+	// QueueSize bounds the requests waiting for one coordinator's busy slots.
+	QueueSize int `yaml:"queue_size"`
 }
 
 // RegisterFlags declares the service's flags, all prefixed "coordinator.".
@@ -102,6 +104,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(&c.Prewarm, p+"prewarm", "models to start at boot, comma-separated")
 	fs.BoolVar(&c.KillWithManager, p+"kill-with-manager", true, "have the kernel kill coordinators if the manager dies")
 	fs.BoolVar(&c.LogPromptText, p+"log-prompt-text", false, "show prompt text in logs and error details (debug)")
+	fs.IntVar(&c.QueueSize, p+"queue-size", 256, "requests that may wait, by priority, for a coordinator whose slots are all busy")
 }
 
 // validate checks the configuration; errors name the flag.
@@ -114,7 +117,7 @@ func (c *Config) validate() (manager.Config, error) {
 		return manager.Config{}, fmt.Errorf("%sllama-host: %q is not a host", p, c.LlamaHost)
 	}
 	for name, v := range map[string]int{"gpu-layers": c.GPULayers, "default-context": c.DefaultContext - 1, "parallel": c.Parallel - 1,
-		"threads": c.Threads, "max-restarts": c.MaxRestarts} {
+		"threads": c.Threads, "max-restarts": c.MaxRestarts, "queue-size": c.QueueSize} {
 		if v < 0 {
 			return manager.Config{}, fmt.Errorf("%s%s: must be positive", p, name)
 		}
@@ -156,6 +159,7 @@ func (c *Config) validate() (manager.Config, error) {
 		HealthTimeout: c.StartTimeout, HealthPerGiB: c.StartTimeoutPerGiB, StopTimeout: c.StopTimeout,
 		RestartBackoff: c.RestartBackoff, RestartBackoffMax: max(c.RestartBackoffMax, c.RestartBackoff), MaxRestarts: c.MaxRestarts,
 		LeaseTTL: c.LeaseTTL, DataDir: dataDir, KillWithManager: c.KillWithManager, Resolver: res, ShowText: c.LogPromptText,
+		QueueSize: c.QueueSize,
 	}, nil
 }
 

@@ -64,6 +64,11 @@ func (s *Service) generate(ctx context.Context, want manager.Want, out sink, do 
 			hops++
 			continue
 		}
+		if err := lease.WaitSlot(ctx, want.Priority); err != nil {
+			lease.Release()
+			s.mgr.CountRequest(true)
+			return err
+		}
 		attempts++
 		tried = append(tried, lease.Addr)
 		if lease.Cold {

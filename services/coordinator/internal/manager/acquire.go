@@ -33,6 +33,8 @@ type Want struct {
 	// NoForward marks a request another replica forwarded here: it is served here or fails,
 	// never forwarded again.
 	NoForward bool
+	// Priority orders requests waiting for a busy coordinator's slots (1–10, higher first).
+	Priority int32
 }
 
 // Lease is a request's hold on a READY coordinator; Release it when the request ends. While
@@ -48,6 +50,7 @@ type Lease struct {
 
 	keepAlive *time.Duration
 	released  atomic.Bool
+	slot      bool // holds one of the coordinator's slots (WaitSlot)
 }
 
 // Release ends the request's hold.
@@ -58,6 +61,9 @@ func (l *Lease) Release() {
 	m, e := l.m, l.e
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if l.slot {
+		m.releaseSlotLocked(e)
+	}
 	e.inFlight--
 	e.lastUsed = time.Now()
 	// Like Ollama's keep_alive: the latest request decides, and no value means the default.

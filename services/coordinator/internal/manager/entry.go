@@ -11,6 +11,7 @@ import (
 	coordinatorv1 "github.com/sollol/mesh/gen/go/sollol/coordinator/v1"
 	"github.com/sollol/mesh/services/coordinator/internal/llamaproc"
 	"github.com/sollol/mesh/services/coordinator/internal/placement"
+	"github.com/sollol/mesh/services/shared/prioq"
 )
 
 // Coordinator states, shorter.
@@ -56,6 +57,8 @@ type entry struct {
 	startedAt time.Time
 	lastUsed  time.Time
 	inFlight  int
+	slotsBusy int                        // leases holding one of the process's slots
+	slotQueue prioq.Queue[chan struct{}] // leases waiting for a slot
 	restarts  uint32
 	lastErr   string
 	keepAlive *time.Duration
@@ -98,6 +101,7 @@ func (m *Manager) coordinatorLocked(e *entry) *coordinatorv1.Coordinator {
 		State:        e.state,
 		Parallel:     e.parallel,
 		InFlight:     uint32(e.inFlight),
+		Queued:       uint32(e.slotQueue.Len()),
 		Restarts:     e.restarts,
 		LastError:    e.lastErr,
 		Owner:        m.instance,

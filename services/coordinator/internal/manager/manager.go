@@ -70,6 +70,8 @@ type Config struct {
 	Resolver *modelstore.Resolver
 	// ShowText puts prompt text into error details and logs (debug).
 	ShowText bool
+	// QueueSize bounds the requests waiting for one coordinator's busy slots.
+	QueueSize int
 }
 
 // Manager runs the coordinators of one replica.

@@ -127,7 +127,10 @@ type Coordinator struct {
 	LastError string `protobuf:"bytes,15,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	// gRPC address of the owning replica ("host:port"). Other replicas forward requests for the
 	// model there, so the owner sees every in-flight request it must drain before stopping.
-	OwnerAddress  string `protobuf:"bytes,16,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"`
+	OwnerAddress string `protobuf:"bytes,16,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"`
+	// Requests waiting for a free slot (all `parallel` busy), highest priority first. They are
+	// counted in in_flight too.
+	Queued        uint32 `protobuf:"varint,17,opt,name=queued,proto3" json:"queued,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -274,11 +277,18 @@ func (x *Coordinator) GetOwnerAddress() string {
 	return ""
 }
 
+func (x *Coordinator) GetQueued() uint32 {
+	if x != nil {
+		return x.Queued
+	}
+	return 0
+}
+
 var File_sollol_coordinator_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_sollol_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
-	"'sollol/coordinator/v1/coordinator.proto\x12\x15sollol.coordinator.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x04\n" +
+	"'sollol/coordinator/v1/coordinator.proto\x12\x15sollol.coordinator.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x04\n" +
 	"\vCoordinator\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12=\n" +
@@ -298,7 +308,8 @@ const file_sollol_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\brestarts\x18\x0e \x01(\rR\brestarts\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\x0f \x01(\tR\tlastError\x12#\n" +
-	"\rowner_address\x18\x10 \x01(\tR\fownerAddress*\xee\x01\n" +
+	"\rowner_address\x18\x10 \x01(\tR\fownerAddress\x12\x16\n" +
+	"\x06queued\x18\x11 \x01(\rR\x06queued*\xee\x01\n" +
 	"\x10CoordinatorState\x12!\n" +
 	"\x1dCOORDINATOR_STATE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aCOORDINATOR_STATE_STARTING\x10\x01\x12\x1d\n" +
