@@ -38,6 +38,8 @@ type meshOptions struct {
 	probeInterval time.Duration
 	// shardModels, when set, runs a coordinator-manager with these model files (name→path).
 	shardModels map[string]string
+	// poolReplicas is how many ollama-pool replicas run (default 1).
+	poolReplicas int
 }
 
 // inProcessMesh is the mesh started in-process by target, each service on its own port and
@@ -45,7 +47,8 @@ type meshOptions struct {
 type inProcessMesh struct {
 	etcd   *etcdtest.Cluster
 	router *router.Service
-	pool   *ollamapool.Service
+	pool   *ollamapool.Service   // the first of pools
+	pools  []*ollamapool.Service // every pool replica
 	client routerv1.RouterServiceClient
 }
 
@@ -88,10 +91,14 @@ func startMesh(t *testing.T, o meshOptions) *inProcessMesh {
 		require.NoError(t, err)
 		manager.Add(coord)
 	}
-	if !o.noPool {
-		m.pool, err = ollamapool.New(pcfg, deps)
+	for i := 0; !o.noPool && i < max(o.poolReplicas, 1); i++ {
+		pool, err := ollamapool.New(pcfg, deps)
 		require.NoError(t, err)
-		manager.Add(m.pool)
+		manager.Add(pool)
+		m.pools = append(m.pools, pool)
+	}
+	if len(m.pools) > 0 {
+		m.pool = m.pools[0]
 	}
 	m.router, err = router.New(rcfg, deps)
 	require.NoError(t, err)

@@ -186,11 +186,12 @@ func (s *Service) GetStats(context.Context, *routerv1.GetStatsRequest) (*routerv
 	v := s.view.current()
 	td, ms := s.mode.Effective(v)
 	resp := &routerv1.GetStatsResponse{
-		Requests:     &routerv1.PathCounts{Pool: s.stats.pool.Load(), Shard: s.stats.shard.Load()},
-		Fallbacks:    &routerv1.FallbackCounts{PoolToShard: s.stats.poolToShard.Load(), ShardToPool: s.stats.shardPool.Load()},
-		ErrorsByCode: s.stats.errorCounts(),
-		InFlight:     uint32(max(s.stats.inFlight.Load(), 0)),
-		Mode:         &routerv1.Mode{TaskDistribution: td, ModelSharding: ms},
+		Requests:       &routerv1.PathCounts{Pool: s.stats.pool.Load(), Shard: s.stats.shard.Load()},
+		Fallbacks:      &routerv1.FallbackCounts{PoolToShard: s.stats.poolToShard.Load(), ShardToPool: s.stats.shardPool.Load()},
+		ErrorsByCode:   s.stats.errorCounts(),
+		InFlight:       uint32(max(s.stats.inFlight.Load(), 0)),
+		ReplicaRetries: s.stats.replicaRetries.Load(),
+		Mode:           &routerv1.Mode{TaskDistribution: td, ModelSharding: ms},
 	}
 	if td {
 		p := &routerv1.PoolAvailability{Instances: uint32(v.PoolInstances)}

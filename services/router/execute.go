@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -109,8 +110,38 @@ func fallbackable(err error) bool {
 	return true
 }
 
-// runOn runs in on one path; started reports whether any text reached the sink.
+// replicaAttempts bounds how many replicas of a path's service one request tries.
+const replicaAttempts = 3
+
+// runOn runs in on one path; started reports whether any text reached the sink. When the
+// service replica the request reached dies before any text (the connection broke: no
+// answer of the service's own), another replica gets the request; the connection's
+// round-robin picks it.
 func (s *Service) runOn(ctx context.Context, path commonv1.RoutePath, in *Inference, sink Sink) (*commonv1.Done, bool, error) {
+	for attempt := 1; ; attempt++ {
+		done, started, err := s.runOnReplica(ctx, path, in, sink)
+		if err == nil || started || attempt >= replicaAttempts || ctx.Err() != nil || !replicaLost(err) {
+			return done, started, err
+		}
+		s.stats.replicaRetries.Add(1)
+		s.log.Warn("a service replica failed before the first token; trying another", "model", in.Model, "path", pathWord(path), "err", err)
+		// A moment for the connection to take the broken replica out of its rotation.
+		select {
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		case <-time.After(time.Duration(attempt) * 25 * time.Millisecond):
+		}
+	}
+}
+
+// replicaLost says the call broke in transport — UNAVAILABLE without the reason every
+// answer of a SOLLOL service carries — so the replica, not the request, is the problem.
+func replicaLost(err error) bool {
+	return status.Code(err) == codes.Unavailable && rpcerr.Reason(err) == ""
+}
+
+// runOnReplica runs in once on the path's service.
+func (s *Service) runOnReplica(ctx context.Context, path commonv1.RoutePath, in *Inference, sink Sink) (*commonv1.Done, bool, error) {
 	var (
 		stream interface{ recv() (event, error) }
 		err    error

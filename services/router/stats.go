@@ -17,6 +17,7 @@ type stats struct {
 	pool, shard            atomic.Uint64
 	poolToShard, shardPool atomic.Uint64
 	noPath                 atomic.Uint64
+	replicaRetries         atomic.Uint64
 	inFlight               atomic.Int64
 
 	mu     sync.Mutex

@@ -821,9 +821,12 @@ type GetStatsResponse struct {
 	// The coordinator-manager. Unset when model sharding is off.
 	Coordinator *CoordinatorAvailability `protobuf:"bytes,7,opt,name=coordinator,proto3" json:"coordinator,omitempty"`
 	// The rpc-server backends. Unset when model sharding is off.
-	Rpc           *RpcAvailability `protobuf:"bytes,8,opt,name=rpc,proto3" json:"rpc,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Rpc *RpcAvailability `protobuf:"bytes,8,opt,name=rpc,proto3" json:"rpc,omitempty"`
+	// Requests moved to another replica of the same service because the one they reached
+	// failed (its connection broke) before the first token.
+	ReplicaRetries uint64 `protobuf:"varint,9,opt,name=replica_retries,json=replicaRetries,proto3" json:"replica_retries,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetStatsResponse) Reset() {
@@ -912,6 +915,13 @@ func (x *GetStatsResponse) GetRpc() *RpcAvailability {
 	return nil
 }
 
+func (x *GetStatsResponse) GetReplicaRetries() uint64 {
+	if x != nil {
+		return x.ReplicaRetries
+	}
+	return 0
+}
+
 var File_sollol_router_v1_router_service_proto protoreflect.FileDescriptor
 
 const file_sollol_router_v1_router_service_proto_rawDesc = "" +
@@ -966,7 +976,7 @@ const file_sollol_router_v1_router_service_proto_rawDesc = "" +
 	"\x11ListModelsRequest\"E\n" +
 	"\x12ListModelsResponse\x12/\n" +
 	"\x06models\x18\x01 \x03(\v2\x17.sollol.router.v1.ModelR\x06models\"\x11\n" +
-	"\x0fGetStatsRequest\"\xac\x04\n" +
+	"\x0fGetStatsRequest\"\xd5\x04\n" +
 	"\x10GetStatsResponse\x128\n" +
 	"\brequests\x18\x01 \x01(\v2\x1c.sollol.router.v1.PathCountsR\brequests\x12>\n" +
 	"\tfallbacks\x18\x02 \x01(\v2 .sollol.router.v1.FallbackCountsR\tfallbacks\x12Z\n" +
@@ -975,7 +985,8 @@ const file_sollol_router_v1_router_service_proto_rawDesc = "" +
 	"\x04mode\x18\x05 \x01(\v2\x16.sollol.router.v1.ModeR\x04mode\x126\n" +
 	"\x04pool\x18\x06 \x01(\v2\".sollol.router.v1.PoolAvailabilityR\x04pool\x12K\n" +
 	"\vcoordinator\x18\a \x01(\v2).sollol.router.v1.CoordinatorAvailabilityR\vcoordinator\x123\n" +
-	"\x03rpc\x18\b \x01(\v2!.sollol.router.v1.RpcAvailabilityR\x03rpc\x1a?\n" +
+	"\x03rpc\x18\b \x01(\v2!.sollol.router.v1.RpcAvailabilityR\x03rpc\x12'\n" +
+	"\x0freplica_retries\x18\t \x01(\x04R\x0ereplicaRetries\x1a?\n" +
 	"\x11ErrorsByCodeEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x012\xed\x03\n" +
