@@ -80,6 +80,9 @@ func logRPC(ctx context.Context, log *slog.Logger, method string, start time.Tim
 	default:
 		level = slog.LevelWarn
 	}
+	if !log.Enabled(ctx, level) {
+		return // the common case (a success at Info): nothing to build
+	}
 	attrs := []any{"method", method, "code", code.String(), "duration", time.Since(start)}
 	if err != nil {
 		attrs = append(attrs, "err", status.Convert(err).Message())
