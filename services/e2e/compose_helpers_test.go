@@ -38,12 +38,6 @@ func dockerAvailable() string {
 	if os.Getenv("SOLLOL_SKIP_DOCKER") == "1" {
 		return "SOLLOL_SKIP_DOCKER=1"
 	}
-	// Opt-in until its kill phase is reliable: in 3 of 9 full runs the requests through the
-	// surviving router stalled for a minute after a pool and a router container were killed
-	// (issue 7 stays open for it). `SOLLOL_DOCKER_TESTS=1 make test` runs it.
-	if os.Getenv("SOLLOL_DOCKER_TESTS") != "1" {
-		return "opt-in: set SOLLOL_DOCKER_TESTS=1 (its kill phase is not yet reliable, see issue 7)"
-	}
 	for _, bin := range []string{"docker", "docker-compose"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			return bin + " is not installed"
@@ -459,4 +453,31 @@ func waitChat(t *testing.T, client *http.Client, hostPort, model string, timeout
 		time.Sleep(time.Second)
 	}
 	t.Fatalf("no chat through router %s succeeded within %v; last: %v", hostPort, timeout, last.err)
+}
+
+// diagnose keeps what explains a stalled run in a folder that outlives the test: the Go
+// goroutine dump of every running router and pool replica (SIGQUIT makes a Go program print
+// it and exit), each container's log, and the Ollama log at ollamaLog.
+func (r *composeRun) diagnose(ollamaLog string, names ...string) string {
+	dir, err := os.MkdirTemp("", "sollol-compose-diag-"+r.project+"-")
+	if err != nil {
+		return "(no folder: " + err.Error() + ")"
+	}
+	var all []string
+	for _, c := range r.containers() {
+		if c.running() && (c.Service == "router" || c.Service == "ollamapool") {
+			_, _ = r.run(time.Minute, "docker", "kill", "-s", "QUIT", c.Name)
+		}
+		all = append(all, c.Name)
+	}
+	time.Sleep(3 * time.Second) // the dump is written before the process exits
+	for _, name := range all {
+		out, _ := r.run(time.Minute, "docker", "logs", "-t", name)
+		_ = os.WriteFile(filepath.Join(dir, name+".log"), []byte(out), 0o644)
+	}
+	if b, err := os.ReadFile(ollamaLog); err == nil {
+		_ = os.WriteFile(filepath.Join(dir, "ollama.log"), b, 0o644)
+	}
+	_ = os.WriteFile(filepath.Join(dir, "focus.txt"), []byte(strings.Join(names, "\n")+"\n"), 0o644)
+	return dir
 }

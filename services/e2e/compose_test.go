@@ -130,7 +130,7 @@ func TestComposeScaleKillAndTearDown(t *testing.T) {
 	}
 	r.waitRegistrations("router", 1, 45*time.Second)
 	settledAt := time.Now()
-	waitFor(t, 60*time.Second, "requests on the surviving router after its view settled", func() bool {
+	servedAfterSettle := func() bool {
 		n := 0
 		for _, res := range snapshot() {
 			if res.router == keepAddr && res.start.After(settledAt) {
@@ -138,7 +138,17 @@ func TestComposeScaleKillAndTearDown(t *testing.T) {
 			}
 		}
 		return n >= 12
-	})
+	}
+	if !poll(60*time.Second, servedAfterSettle) {
+		for _, res := range snapshot() {
+			if res.router == keepAddr && res.end.After(killedAt) {
+				t.Logf("chat via %s from %v to %v after the kill: %d chunks, err %v", res.router,
+					res.start.Sub(killedAt).Round(time.Millisecond), res.end.Sub(killedAt).Round(time.Millisecond), res.chunks, res.err)
+			}
+		}
+		t.Logf("diagnostics (goroutine dumps of the surviving replicas, Ollama's log) in %s", r.diagnose(srv.LogPath(), keep.Name))
+		t.Fatalf("timed out after 60s waiting for requests on the surviving router after its view settled")
+	}
 	stopLoad()
 	wg.Wait()
 
@@ -209,12 +219,19 @@ func TestComposeScaleKillAndTearDown(t *testing.T) {
 
 func waitFor(t *testing.T, timeout time.Duration, what string, ok func() bool) {
 	t.Helper()
+	if !poll(timeout, ok) {
+		t.Fatalf("timed out after %v waiting for %s", timeout, what)
+	}
+}
+
+// poll reports whether ok became true within timeout.
+func poll(timeout time.Duration, ok func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if ok() {
-			return
+			return true
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	t.Fatalf("timed out after %v waiting for %s", timeout, what)
+	return false
 }
