@@ -37,6 +37,14 @@ func BenchmarkPoolHop(b *testing.B) {
 			benchHop(b, fake.Addr(), streams, 32, max(64/streams, 4))
 		})
 	}
+	// One token per request: what a request costs apart from streaming, which is what a
+	// burst of first tokens queues behind.
+	b.Run("fake-one-token/streams=64", func(b *testing.B) {
+		fake, err := ollamafake.Start(ollamafake.Behaviour{Tokens: 1, Models: []string{"tiny:latest"}})
+		require.NoError(b, err)
+		b.Cleanup(func() { _ = fake.Close() })
+		benchHop(b, fake.Addr(), 64, 1, 16)
+	})
 	for _, streams := range []int{1, 64} {
 		b.Run(fmt.Sprintf("real/streams=%d", streams), func(b *testing.B) {
 			node := tinyNode(b)
@@ -82,6 +90,8 @@ func benchHop(b *testing.B, backend string, streams, tokens, perStream int) {
 		b.ReportMetric(pooled.tokensPerSecond(), "pool-tokens/s")
 		b.ReportMetric(direct.cpuPerToken(), "direct-cpu-µs/token")
 		b.ReportMetric(pooled.cpuPerToken(), "pool-cpu-µs/token")
+		b.ReportMetric(direct.cpuPerRequest(), "direct-cpu-µs/request")
+		b.ReportMetric(pooled.cpuPerRequest(), "pool-cpu-µs/request")
 	}
 }
 
@@ -105,6 +115,11 @@ func (r run) merge(o run) run {
 func (r run) tokensPerSecond() float64 { return float64(r.tokens) / r.elapsed.Seconds() }
 func (r run) cpuPerToken() float64 {
 	return float64(r.cpu.Microseconds()) / float64(r.tokens)
+}
+
+// cpuPerRequest is the whole process's CPU per request, streaming included.
+func (r run) cpuPerRequest() float64 {
+	return float64(r.cpu.Microseconds()) / float64(len(r.ttft))
 }
 
 // measure runs streams concurrent loops of perStream requests each.
