@@ -155,12 +155,13 @@ func (p *Prober) describe(ctx context.Context, base string, models []*commonv1.I
 	for _, m := range models {
 		f, ok := p.shows.get(m.GetDigest())
 		if !ok || m.GetDigest() == "" {
-			if asked >= showsPerProbe {
+			if asked >= showsPerProbe || p.shows.recentlyFailed(m.GetDigest(), time.Now()) {
 				continue
 			}
 			asked++
 			var err error
 			if f, err = p.show(ctx, base, m.GetName()); err != nil {
+				p.shows.fail(m.GetDigest(), time.Now())
 				continue
 			}
 			if m.GetDigest() != "" {

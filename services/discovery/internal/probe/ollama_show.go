@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"sync"
+	"time"
 )
 
 // showsPerProbe bounds the /api/show calls of one probe: a node with hundreds of models is
@@ -21,11 +22,33 @@ type modelFacts struct {
 	kvBytesPerToken uint64
 }
 
+// showRetry is how long a model whose /api/show failed is left alone (an old Ollama without
+// it, a model deleted meanwhile) before it is asked about again.
+const showRetry = time.Minute
+
 // showCache keeps facts by model digest: equal digests are identical models, on any node, and
 // a model's facts never change.
 type showCache struct {
-	mu    sync.Mutex
-	facts map[string]modelFacts
+	mu     sync.Mutex
+	facts  map[string]modelFacts
+	failed map[string]time.Time // digest → when /api/show last failed
+}
+
+// recentlyFailed says whether asking about digest again is too soon.
+func (c *showCache) recentlyFailed(digest string, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	at, ok := c.failed[digest]
+	return ok && now.Sub(at) < showRetry
+}
+
+func (c *showCache) fail(digest string, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failed == nil || len(c.failed) >= maxShowCache {
+		c.failed = map[string]time.Time{}
+	}
+	c.failed[digest] = now
 }
 
 func (c *showCache) get(digest string) (modelFacts, bool) {

@@ -2,6 +2,7 @@ package probe
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -31,4 +32,14 @@ func TestKVFactsFromGGUFMetadata(t *testing.T) {
 			require.Equal(t, c.kvByte, kv)
 		})
 	}
+}
+
+func TestAFailedShowIsNotAskedAgainAtOnce(t *testing.T) {
+	var c showCache
+	now := time.Now()
+	require.False(t, c.recentlyFailed("sha256:a", now))
+	c.fail("sha256:a", now)
+	require.True(t, c.recentlyFailed("sha256:a", now.Add(showRetry/2)))
+	require.False(t, c.recentlyFailed("sha256:a", now.Add(showRetry)), "asked again after a while")
+	require.False(t, c.recentlyFailed("sha256:b", now))
 }
