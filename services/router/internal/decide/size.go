@@ -36,27 +36,26 @@ const defaultContext = 4096
 
 // FromOllama estimates from the installed model's file size plus the KV cache: its cost per
 // token from the model's GGUF shape when the node described it (/api/show), else a
-// conservative constant. With no context asked, the default, within the trained one.
+// conservative constant.
 func FromOllama(m *commonv1.InstalledModel, contextSize int32) Size {
 	perToken := m.GetKvBytesPerToken()
 	if perToken == 0 {
-		return Size{Bytes: m.GetSizeBytes() + kvCache(contextSize), Source: routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_OLLAMA_METADATA}
+		perToken = kvBytesPerToken
 	}
-	ctx := uint64(max(contextSize, 0))
-	if ctx == 0 {
-		ctx = defaultContext
-		if m.GetContextLength() > 0 {
-			ctx = min(ctx, m.GetContextLength())
-		}
-	}
-	return Size{Bytes: m.GetSizeBytes() + ctx*perToken, Source: routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_OLLAMA_METADATA}
+	return Size{Bytes: m.GetSizeBytes() + contextFor(contextSize, m.GetContextLength())*perToken,
+		Source: routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_OLLAMA_METADATA}
 }
 
-func kvCache(contextSize int32) uint64 {
-	if contextSize <= 0 {
-		contextSize = defaultContext
+// contextFor is the context a request runs with: as asked, else the default, within the
+// trained context when that is known (as Ollama and a coordinator start a model).
+func contextFor(contextSize int32, trained uint64) uint64 {
+	switch {
+	case contextSize > 0:
+		return uint64(contextSize)
+	case trained > 0:
+		return min(defaultContext, trained)
 	}
-	return uint64(contextSize) * kvBytesPerToken
+	return defaultContext
 }
 
 // paramsInName finds "70b", "8x7b", "3.8b", "500m" in a model name.
@@ -82,7 +81,7 @@ func FromName(model string, contextSize int32) Size {
 	if strings.EqualFold(m[3], "m") {
 		unit = 1e6
 	}
-	return Size{Bytes: uint64(n*unit*0.6) + kvCache(contextSize), Source: routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_NAME_GUESS}
+	return Size{Bytes: uint64(n*unit*0.6) + contextFor(contextSize, 0)*kvBytesPerToken, Source: routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_NAME_GUESS}
 }
 
 // GGUF is a model's memory line from its GGUF metadata, as the coordinator-manager's model
@@ -94,15 +93,8 @@ type GGUF struct {
 	MaxContext uint64
 }
 
-// FromGGUF sizes the model at contextSize; with none, at the default context, within the
-// trained one (as a coordinator would start it).
+// FromGGUF sizes the model at contextSize (the default within the trained context when 0).
 func FromGGUF(g GGUF, contextSize int32) Size {
-	ctx := uint64(max(contextSize, 0))
-	if ctx == 0 {
-		ctx = defaultContext
-		if g.MaxContext > 0 {
-			ctx = min(ctx, g.MaxContext)
-		}
-	}
-	return Size{Bytes: g.BaseBytes + ctx*g.KVBytesPerToken, Source: routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_GGUF_METADATA}
+	return Size{Bytes: g.BaseBytes + contextFor(contextSize, g.MaxContext)*g.KVBytesPerToken,
+		Source: routerv1.ModelSizeSource_MODEL_SIZE_SOURCE_GGUF_METADATA}
 }
