@@ -22,6 +22,7 @@ import (
 	discoveryv1 "github.com/sollol/mesh/gen/go/sollol/discovery/v1"
 	"github.com/sollol/mesh/services/discovery/internal/probe"
 	"github.com/sollol/mesh/services/shared/grpcserver"
+	"github.com/sollol/mesh/services/shared/lifecycle"
 	"github.com/sollol/mesh/services/shared/registry"
 )
 
@@ -50,8 +51,7 @@ type Service struct {
 	counters counters
 	isLeader atomic.Bool
 
-	cancel context.CancelFunc
-	done   chan struct{}
+	campaign *lifecycle.Background // the election for the probing role
 }
 
 var _ discoveryv1.DiscoveryServiceServer = (*Service)(nil)
@@ -86,13 +86,7 @@ func (s *Service) Start(ctx context.Context) error {
 	if err := s.snapshot.Start(ctx); err != nil {
 		return err
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	s.done = make(chan struct{})
-	go func() {
-		defer close(s.done)
-		s.campaign(runCtx)
-	}()
+	s.campaign = lifecycle.Go(s.campaignLoop)
 	if err := s.Service.Start(ctx); err != nil {
 		s.stopBackground()
 		return err
@@ -108,10 +102,7 @@ func (s *Service) Stop(ctx context.Context) error {
 }
 
 func (s *Service) stopBackground() {
-	if s.cancel != nil {
-		s.cancel()
-		<-s.done
-	}
+	s.campaign.Stop()
 	s.snapshot.Stop()
 	s.prober.Close()
 }
@@ -124,11 +115,11 @@ func (s *Service) Counters() (probes, scans, writes int64) {
 	return s.counters.probes.Load(), s.counters.scans.Load(), s.counters.writes.Load()
 }
 
-// campaign competes for leadership and, while leader, runs the tracker. When the etcd
+// campaignLoop competes for leadership and, while leader, runs the tracker. When the etcd
 // session is lost (an outage longer than the TTL) the tracker keeps probing on its own, so
 // health stays current; once etcd answers again that term ends and the replica campaigns
 // anew, and the new term's tracker rewrites everything it knows.
-func (s *Service) campaign(ctx context.Context) {
+func (s *Service) campaignLoop(ctx context.Context) {
 	id := instanceID()
 	var orphan *term // the lost term's tracker, still probing through the outage
 	defer func() {

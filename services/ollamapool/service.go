@@ -18,6 +18,7 @@ import (
 	"github.com/sollol/mesh/services/ollamapool/internal/balance"
 	"github.com/sollol/mesh/services/ollamapool/internal/ollama"
 	"github.com/sollol/mesh/services/shared/grpcserver"
+	"github.com/sollol/mesh/services/shared/lifecycle"
 	"github.com/sollol/mesh/services/shared/registry"
 )
 
@@ -49,8 +50,7 @@ type Service struct {
 	counters *counters
 	snapshot *registry.Snapshot[*commonv1.Backend]
 
-	cancel context.CancelFunc
-	done   chan struct{}
+	following *lifecycle.Background // the watch of discovery's backends
 }
 
 var _ ollamapoolv1.OllamaPoolServiceServer = (*Service)(nil)
@@ -90,19 +90,13 @@ func (s *Service) Start(ctx context.Context) error {
 	if err := s.snapshot.Start(ctx); err != nil {
 		return err
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	s.done = make(chan struct{})
-	go func() {
-		defer close(s.done)
-		s.follow(runCtx)
-	}()
+	s.following = lifecycle.Go(s.follow)
 	if err := s.Service.Start(ctx); err != nil {
 		s.stopBackground()
 		return err
 	}
 	if len(s.cfg.WarmModels) > 0 {
-		go s.warmAtStart(runCtx)
+		go s.warmAtStart(s.following.Context())
 	}
 	return nil
 }
@@ -145,10 +139,7 @@ func (s *Service) Stop(ctx context.Context) error {
 }
 
 func (s *Service) stopBackground() {
-	if s.cancel != nil {
-		s.cancel()
-		<-s.done
-	}
+	s.following.Stop()
 	s.snapshot.Stop()
 	s.client.Close()
 }

@@ -10,6 +10,7 @@ import (
 	coordinatorv1 "github.com/sollol/mesh/gen/go/sollol/coordinator/v1"
 	"github.com/sollol/mesh/services/router/internal/decide"
 	"github.com/sollol/mesh/services/shared/inference"
+	"github.com/sollol/mesh/services/shared/lifecycle"
 )
 
 // catalogueRetry is how soon the catalogue is fetched again after a failure, or looked for
@@ -28,8 +29,7 @@ type catalogue struct {
 	log      *slog.Logger
 
 	current atomic.Pointer[catalogueCopy]
-	cancel  context.CancelFunc
-	done    chan struct{}
+	loop    *lifecycle.Background
 }
 
 // catalogueCopy is one fetched catalogue, immutable once stored.
@@ -38,21 +38,11 @@ type catalogueCopy struct {
 	models []*coordinatorv1.ModelInfo
 }
 
-func (c *catalogue) start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	c.cancel, c.done = cancel, make(chan struct{})
-	go c.run(ctx)
-}
+func (c *catalogue) start() { c.loop = lifecycle.Go(c.run) }
 
-func (c *catalogue) stop() {
-	if c.cancel != nil {
-		c.cancel()
-		<-c.done
-	}
-}
+func (c *catalogue) stop() { c.loop.Stop() }
 
 func (c *catalogue) run(ctx context.Context) {
-	defer close(c.done)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
