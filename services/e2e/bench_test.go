@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +23,7 @@ import (
 	routerv1 "github.com/sollol/mesh/gen/go/sollol/router/v1"
 	"github.com/sollol/mesh/services/doubles/ollamafake"
 	"github.com/sollol/mesh/services/shared/testutil/ollamatest"
+	"github.com/sollol/mesh/services/shared/testutil/streambench"
 )
 
 // BenchmarkMeshEndToEnd runs the built sollol binary (`sollol up`) in front of one backend
@@ -110,24 +110,32 @@ func profileSollol(b *testing.B, httpAddr string) (wait func()) {
 
 func benchMesh(b *testing.B, backend string, streams, perStream int) {
 	client, _, httpAddr := meshFor(b, backend)
+	// A failed chat fails the benchmark through require (never a panic, which would skip
+	// the cleanup that stops the sollol process).
+	measure := func(do streambench.Request) streambench.Run {
+		r, err := streambench.Measure(streams, perStream, 32, do)
+		require.NoError(b, err, "a benchmark chat failed")
+		return r
+	}
 	viaMesh := func() (time.Duration, int, error) { return meshChat(client) }
 	direct := func() (time.Duration, int, error) { return directOllamaChat(backend) }
 	// Warm both paths at full concurrency (connections, model load).
-	measureStreams(b, streams, perStream, direct)
-	measureStreams(b, streams, perStream, viaMesh)
+	measure(direct)
+	measure(viaMesh)
 	stopProfile := profileSollol(b, httpAddr)
 	defer stopProfile()
+	ms := streambench.Ms
 	for range b.N {
-		d, m := measureStreams(b, streams, perStream, direct), measureStreams(b, streams, perStream, viaMesh)
-		d, m = d.merge(measureStreams(b, streams, perStream, direct)), m.merge(measureStreams(b, streams, perStream, viaMesh))
-		b.ReportMetric(msOf(d.p(50)), "direct-ttft-p50-ms")
-		b.ReportMetric(msOf(d.p(99)), "direct-ttft-p99-ms")
-		b.ReportMetric(msOf(m.p(50)), "mesh-ttft-p50-ms")
-		b.ReportMetric(msOf(m.p(99)), "mesh-ttft-p99-ms")
-		b.ReportMetric(msOf(m.p(50)-d.p(50)), "added-p50-ms")
-		b.ReportMetric(msOf(m.p(99)-d.p(99)), "added-p99-ms")
-		b.ReportMetric(d.rate(), "direct-tokens/s")
-		b.ReportMetric(m.rate(), "mesh-tokens/s")
+		d, m := measure(direct), measure(viaMesh)
+		d, m = d.Merge(measure(direct)), m.Merge(measure(viaMesh))
+		b.ReportMetric(ms(d.P(50)), "direct-ttft-p50-ms")
+		b.ReportMetric(ms(d.P(99)), "direct-ttft-p99-ms")
+		b.ReportMetric(ms(m.P(50)), "mesh-ttft-p50-ms")
+		b.ReportMetric(ms(m.P(99)), "mesh-ttft-p99-ms")
+		b.ReportMetric(ms(m.P(50)-d.P(50)), "added-p50-ms")
+		b.ReportMetric(ms(m.P(99)-d.P(99)), "added-p99-ms")
+		b.ReportMetric(d.TokensPerSecond(), "direct-tokens/s")
+		b.ReportMetric(m.TokensPerSecond(), "mesh-tokens/s")
 	}
 }
 
@@ -245,61 +253,3 @@ func directOllamaChat(backend string) (time.Duration, int, error) {
 		}
 	}
 }
-
-type streamRun struct {
-	ttft    []time.Duration
-	tokens  int
-	elapsed time.Duration
-}
-
-func (r streamRun) merge(o streamRun) streamRun {
-	return streamRun{ttft: append(r.ttft, o.ttft...), tokens: r.tokens + o.tokens, elapsed: r.elapsed + o.elapsed}
-}
-
-func (r streamRun) p(q int) time.Duration {
-	s := slices.Clone(r.ttft)
-	slices.Sort(s)
-	return s[(len(s)-1)*q/100]
-}
-
-func (r streamRun) rate() float64 { return float64(r.tokens) / r.elapsed.Seconds() }
-
-// measureStreams runs streams concurrent loops of perStream chats. A failed chat fails the
-// benchmark through require in the caller (never a panic, which would skip the cleanup that
-// stops the sollol process).
-func measureStreams(b *testing.B, streams, perStream int, do func() (time.Duration, int, error)) streamRun {
-	var mu sync.Mutex
-	var out streamRun
-	var firstErr error
-	start := time.Now()
-	var wg sync.WaitGroup
-	for range streams {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range perStream {
-				ttft, n, err := do()
-				if err == nil && n != 32 {
-					err = fmt.Errorf("%d tokens instead of 32", n)
-				}
-				mu.Lock()
-				if err != nil {
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-					return
-				}
-				out.ttft = append(out.ttft, ttft)
-				out.tokens += n
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	out.elapsed = time.Since(start)
-	require.NoError(b, firstErr, "a benchmark chat failed")
-	return out
-}
-
-func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -6,9 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"slices"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +13,7 @@ import (
 
 	"github.com/sollol/mesh/services/doubles/ollamafake"
 	"github.com/sollol/mesh/services/ollamapool"
+	"github.com/sollol/mesh/services/shared/testutil/streambench"
 )
 
 // BenchmarkPoolHop measures what the pool adds to a streamed chat: time to first token
@@ -60,11 +58,16 @@ func benchHop(b *testing.B, backend string, streams, tokens, perStream int) {
 	})
 	f.publish(backend, "tiny:latest")
 
-	directRun := func() run {
-		return measure(streams, perStream, tokens, func() (time.Duration, int, error) { return directChat(b, backend, tokens) })
+	measure := func(do streambench.Request) streambench.Run {
+		r, err := streambench.Measure(streams, perStream, tokens, do)
+		require.NoError(b, err, "a benchmark request failed")
+		return r
 	}
-	pooledRun := func() run {
-		return measure(streams, perStream, tokens, func() (time.Duration, int, error) {
+	directRun := func() streambench.Run {
+		return measure(func() (time.Duration, int, error) { return directChat(b, backend, tokens) })
+	}
+	pooledRun := func() streambench.Run {
+		return measure(func() (time.Duration, int, error) {
 			start := time.Now()
 			r := f.chat(context.Background(), "bench", int32(tokens), nil)
 			return r.firstChunk.Sub(start), r.chunks, r.err
@@ -78,80 +81,23 @@ func benchHop(b *testing.B, backend string, streams, tokens, perStream int) {
 		// Alternate the paths so drift over the run (GC, CPU frequency, a warming cache)
 		// falls on both alike.
 		direct, pooled := directRun(), pooledRun()
-		direct = direct.merge(directRun())
-		pooled = pooled.merge(pooledRun())
-		b.ReportMetric(ms(direct.p(50)), "direct-ttft-p50-ms")
-		b.ReportMetric(ms(direct.p(99)), "direct-ttft-p99-ms")
-		b.ReportMetric(ms(pooled.p(50)), "pool-ttft-p50-ms")
-		b.ReportMetric(ms(pooled.p(99)), "pool-ttft-p99-ms")
-		b.ReportMetric(ms(pooled.p(50)-direct.p(50)), "added-p50-ms")
-		b.ReportMetric(ms(pooled.p(99)-direct.p(99)), "added-p99-ms")
-		b.ReportMetric(direct.tokensPerSecond(), "direct-tokens/s")
-		b.ReportMetric(pooled.tokensPerSecond(), "pool-tokens/s")
-		b.ReportMetric(direct.cpuPerToken(), "direct-cpu-µs/token")
-		b.ReportMetric(pooled.cpuPerToken(), "pool-cpu-µs/token")
-		b.ReportMetric(direct.cpuPerRequest(), "direct-cpu-µs/request")
-		b.ReportMetric(pooled.cpuPerRequest(), "pool-cpu-µs/request")
+		direct = direct.Merge(directRun())
+		pooled = pooled.Merge(pooledRun())
+		ms := streambench.Ms
+		b.ReportMetric(ms(direct.P(50)), "direct-ttft-p50-ms")
+		b.ReportMetric(ms(direct.P(99)), "direct-ttft-p99-ms")
+		b.ReportMetric(ms(pooled.P(50)), "pool-ttft-p50-ms")
+		b.ReportMetric(ms(pooled.P(99)), "pool-ttft-p99-ms")
+		b.ReportMetric(ms(pooled.P(50)-direct.P(50)), "added-p50-ms")
+		b.ReportMetric(ms(pooled.P(99)-direct.P(99)), "added-p99-ms")
+		b.ReportMetric(direct.TokensPerSecond(), "direct-tokens/s")
+		b.ReportMetric(pooled.TokensPerSecond(), "pool-tokens/s")
+		b.ReportMetric(direct.CPUPerToken(), "direct-cpu-µs/token")
+		b.ReportMetric(pooled.CPUPerToken(), "pool-cpu-µs/token")
+		b.ReportMetric(direct.CPUPerRequest(), "direct-cpu-µs/request")
+		b.ReportMetric(pooled.CPUPerRequest(), "pool-cpu-µs/request")
 	}
 }
-
-type run struct {
-	ttft    []time.Duration
-	tokens  int
-	elapsed time.Duration
-	cpu     time.Duration
-}
-
-func (r run) p(q int) time.Duration {
-	s := slices.Clone(r.ttft)
-	slices.Sort(s)
-	return s[(len(s)-1)*q/100]
-}
-
-func (r run) merge(o run) run {
-	return run{ttft: append(r.ttft, o.ttft...), tokens: r.tokens + o.tokens, elapsed: r.elapsed + o.elapsed, cpu: r.cpu + o.cpu}
-}
-
-func (r run) tokensPerSecond() float64 { return float64(r.tokens) / r.elapsed.Seconds() }
-func (r run) cpuPerToken() float64 {
-	return float64(r.cpu.Microseconds()) / float64(r.tokens)
-}
-
-// cpuPerRequest is the whole process's CPU per request, streaming included.
-func (r run) cpuPerRequest() float64 {
-	return float64(r.cpu.Microseconds()) / float64(len(r.ttft))
-}
-
-// measure runs streams concurrent loops of perStream requests each.
-func measure(streams, perStream, tokens int, do func() (time.Duration, int, error)) run {
-	var mu sync.Mutex
-	out := run{}
-	cpu0 := cpuTime()
-	start := time.Now()
-	parallel(streams, func(int) {
-		for range perStream {
-			ttft, n, err := do()
-			if err != nil || n != tokens {
-				panic(fmt.Sprintf("benchmark request failed: %v (%d of %d tokens)", err, n, tokens))
-			}
-			mu.Lock()
-			out.ttft = append(out.ttft, ttft)
-			out.tokens += n
-			mu.Unlock()
-		}
-	})
-	out.elapsed = time.Since(start)
-	out.cpu = cpuTime() - cpu0
-	return out
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 var directClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024}}
 

@@ -1,0 +1,96 @@
+// Package streambench measures concurrent streamed requests the one way every benchmark of
+// the project reports them: time to first token per request (p50/p99), tokens per second, and
+// the process's CPU per token and per request.
+package streambench
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Run is what one measurement saw.
+type Run struct {
+	TTFT    []time.Duration // one per request
+	Tokens  int
+	Elapsed time.Duration
+	CPU     time.Duration // the whole process's
+}
+
+// Request runs one streamed request and returns its time to first token and its tokens.
+type Request func() (ttft time.Duration, tokens int, err error)
+
+// Measure runs streams concurrent loops of perStream requests each. Every request must
+// succeed with exactly tokens tokens; the first that does not ends the loops and is returned.
+func Measure(streams, perStream, tokens int, do Request) (Run, error) {
+	var (
+		mu       sync.Mutex
+		out      Run
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	cpu0, start := cpuTime(), time.Now()
+	for range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range perStream {
+				ttft, n, err := do()
+				if err == nil && n != tokens {
+					err = fmt.Errorf("%d tokens instead of %d", n, tokens)
+				}
+				mu.Lock()
+				if err != nil || firstErr != nil {
+					firstErr = cmpOr(firstErr, err)
+					mu.Unlock()
+					return
+				}
+				out.TTFT = append(out.TTFT, ttft)
+				out.Tokens += n
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	out.Elapsed, out.CPU = time.Since(start), cpuTime()-cpu0
+	return out, firstErr
+}
+
+func cmpOr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// Merge adds another measurement of the same path.
+func (r Run) Merge(o Run) Run {
+	return Run{TTFT: append(slices.Clone(r.TTFT), o.TTFT...), Tokens: r.Tokens + o.Tokens, Elapsed: r.Elapsed + o.Elapsed, CPU: r.CPU + o.CPU}
+}
+
+// P is the q-th percentile of time to first token.
+func (r Run) P(q int) time.Duration {
+	s := slices.Clone(r.TTFT)
+	slices.Sort(s)
+	return s[(len(s)-1)*q/100]
+}
+
+// TokensPerSecond is the throughput over the wall time.
+func (r Run) TokensPerSecond() float64 { return float64(r.Tokens) / r.Elapsed.Seconds() }
+
+// CPUPerToken is the process's CPU per token, in µs.
+func (r Run) CPUPerToken() float64 { return float64(r.CPU.Microseconds()) / float64(r.Tokens) }
+
+// CPUPerRequest is the process's CPU per request, streaming included, in µs.
+func (r Run) CPUPerRequest() float64 { return float64(r.CPU.Microseconds()) / float64(len(r.TTFT)) }
+
+// Ms is d in milliseconds, for b.ReportMetric.
+func Ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -1,0 +1,33 @@
+package streambench
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestMeasureCountsEveryRequest(t *testing.T) {
+	r, err := Measure(4, 5, 3, func() (time.Duration, int, error) { return time.Millisecond, 3, nil })
+	require.NoError(t, err)
+	require.Len(t, r.TTFT, 20)
+	require.Equal(t, 60, r.Tokens)
+	require.Equal(t, time.Millisecond, r.P(50))
+	both := r.Merge(r)
+	require.Len(t, both.TTFT, 40)
+	require.Len(t, r.TTFT, 20, "merging leaves the parts alone")
+
+	_, err = Measure(2, 3, 3, func() (time.Duration, int, error) { return 0, 2, nil })
+	require.ErrorContains(t, err, "2 tokens instead of 3")
+	boom := errors.New("boom")
+	_, err = Measure(2, 3, 3, func() (time.Duration, int, error) { return 0, 0, boom })
+	require.ErrorIs(t, err, boom)
+}
+
+func TestPercentiles(t *testing.T) {
+	r := Run{TTFT: []time.Duration{5, 1, 4, 2, 3}}
+	require.Equal(t, time.Duration(3), r.P(50))
+	require.Equal(t, time.Duration(4), r.P(99))
+	require.Equal(t, 0.5, Ms(500*time.Microsecond))
+}
