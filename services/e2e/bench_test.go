@@ -39,14 +39,25 @@ func BenchmarkMeshEndToEnd(b *testing.B) {
 			fake, err := ollamafake.Start(ollamafake.Behaviour{Tokens: 32, Gap: time.Millisecond, Models: []string{"tiny:latest"}})
 			require.NoError(b, err)
 			b.Cleanup(func() { _ = fake.Close() })
-			benchMesh(b, fake.Addr(), streams, max(64/streams, 4))
+			benchMesh(b, fake.Addr(), streams, max(64/streams, 4), false)
+		})
+	}
+	// The same clients on both paths: the Ollama API of the router against the node's own, so
+	// the difference is the mesh alone (the gRPC client above costs its own CPU, in the same
+	// process as the backend).
+	for _, streams := range []int{1, 64} {
+		b.Run(fmt.Sprintf("fake-ollama-api/streams=%d", streams), func(b *testing.B) {
+			fake, err := ollamafake.Start(ollamafake.Behaviour{Tokens: 32, Gap: time.Millisecond, Models: []string{"tiny:latest"}})
+			require.NoError(b, err)
+			b.Cleanup(func() { _ = fake.Close() })
+			benchMesh(b, fake.Addr(), streams, max(64/streams, 4), true)
 		})
 	}
 	for _, streams := range []int{1, 64} {
 		b.Run(fmt.Sprintf("real/streams=%d", streams), func(b *testing.B) {
 			node := ollamatest.Start(b)
 			node.CreateTinyModel(b, "tiny")
-			benchMesh(b, node.Addr(), streams, max(64/streams, 2))
+			benchMesh(b, node.Addr(), streams, max(64/streams, 2), false)
 		})
 	}
 	b.Run("memory-per-open-stream", func(b *testing.B) {
@@ -108,7 +119,10 @@ func profileSollol(b *testing.B, httpAddr string) (wait func()) {
 	return func() { <-done }
 }
 
-func benchMesh(b *testing.B, backend string, streams, perStream int) {
+// benchMesh compares chats through the mesh with chats sent to backend directly; ollamaAPI
+// sends the mesh's through the router's Ollama API (the direct path's client) instead of
+// its gRPC API.
+func benchMesh(b *testing.B, backend string, streams, perStream int, ollamaAPI bool) {
 	client, _, httpAddr := meshFor(b, backend)
 	// A failed chat fails the benchmark through require (never a panic, which would skip
 	// the cleanup that stops the sollol process).
@@ -118,6 +132,9 @@ func benchMesh(b *testing.B, backend string, streams, perStream int) {
 		return r
 	}
 	viaMesh := func() (time.Duration, int, error) { return meshChat(client) }
+	if ollamaAPI {
+		viaMesh = func() (time.Duration, int, error) { return directOllamaChat(httpAddr) }
+	}
 	direct := func() (time.Duration, int, error) { return directOllamaChat(backend) }
 	// Warm both paths at full concurrency (connections, model load).
 	measure(direct)
