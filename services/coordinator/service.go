@@ -48,6 +48,11 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s := &Service{Service: grpcserver.New(Name, cfg.GRPC, deps), cfg: cfg, forward: newForwarder()}
 	s.mgr = manager.New(mcfg, deps.Etcd, s.Logger())
+	if deps.Registry != nil {
+		if err := deps.Registry.Register(&collector{s: s}); err != nil {
+			return nil, err
+		}
+	}
 	coordinatorv1.RegisterCoordinatorServiceServer(s.Server(), s)
 	return s, nil
 }
