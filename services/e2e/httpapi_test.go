@@ -148,6 +148,13 @@ func TestHTTPOllamaGoClient(t *testing.T) {
 		require.Equal(t, http.StatusNotFound, se.StatusCode)
 		require.Contains(t, se.ErrorMessage, "model 'nope' not found")
 	})
+
+	t.Run("metrics", func(t *testing.T) {
+		// Requests through the Ollama API count in the router's own metrics.
+		require.Positive(t, h.counterValue(t, "sollol_router_requests_total", "pool"))
+		require.Zero(t, h.counterValue(t, "sollol_router_requests_total", "shard"))
+		require.Positive(t, h.counterValue(t, "sollol_router_errors_total", "NotFound"), "the unknown model")
+	})
 }
 
 // The real ollama CLI, with OLLAMA_HOST pointed at the router.

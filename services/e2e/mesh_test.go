@@ -6,9 +6,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -45,11 +47,12 @@ type meshOptions struct {
 // inProcessMesh is the mesh started in-process by target, each service on its own port and
 // reaching the others over gRPC through etcd, as `sollol up` does.
 type inProcessMesh struct {
-	etcd   *etcdtest.Cluster
-	router *router.Service
-	pool   *ollamapool.Service   // the first of pools
-	pools  []*ollamapool.Service // every pool replica
-	client routerv1.RouterServiceClient
+	etcd    *etcdtest.Cluster
+	router  *router.Service
+	metrics *prometheus.Registry  // the router's own metrics
+	pool    *ollamapool.Service   // the first of pools
+	pools   []*ollamapool.Service // every pool replica
+	client  routerv1.RouterServiceClient
 }
 
 func startMesh(t *testing.T, o meshOptions) *inProcessMesh {
@@ -100,7 +103,10 @@ func startMesh(t *testing.T, o meshOptions) *inProcessMesh {
 	if len(m.pools) > 0 {
 		m.pool = m.pools[0]
 	}
-	m.router, err = router.New(rcfg, deps)
+	m.metrics = prometheus.NewRegistry()
+	routerDeps := deps
+	routerDeps.Registry = m.metrics
+	m.router, err = router.New(rcfg, routerDeps)
 	require.NoError(t, err)
 	manager.Add(m.router)
 	require.NoError(t, manager.Start(context.Background()))
@@ -156,4 +162,27 @@ func tinyModelFile(t *testing.T, name string) string {
 	path := filepath.Join(t.TempDir(), name+".gguf")
 	require.NoError(t, tinymodel.WriteFile(path, tinymodel.Options{Name: name}))
 	return path
+}
+
+// counterValue is the value of the router's counter name with the given label values (in
+// the order of the metric's labels), 0 when absent.
+func (m *inProcessMesh) counterValue(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	families, err := m.metrics.Gather()
+	require.NoError(t, err)
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, metric := range f.GetMetric() {
+			var values []string
+			for _, l := range metric.GetLabel() {
+				values = append(values, l.GetValue())
+			}
+			if slices.Equal(values, labels) {
+				return metric.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }

@@ -214,9 +214,11 @@ func TestRouterAutoDiscoveryUsesWhatItFinds(t *testing.T) {
 		ollamaNodes: []string{ollama.Addr()}, rpcBackends: rpcAddrs,
 		shardModels: map[string]string{"bigshard": tinyModelFile(t, "bigshard")},
 	})
-	d := withRPC.waitRoute(t, "bigshard", func(d *routerv1.Decision) bool { return d.GetPath() == commonv1.RoutePath_ROUTE_PATH_SHARD })
-	require.True(t, d.GetMode().GetModelSharding())
-	require.True(t, d.GetMode().GetTaskDistribution())
+	// Each switch turns on as discovery finds its first backend of that kind.
+	d := withRPC.waitRoute(t, "bigshard", func(d *routerv1.Decision) bool {
+		return d.GetMode().GetModelSharding() && d.GetMode().GetTaskDistribution()
+	})
+	require.Equal(t, commonv1.RoutePath_ROUTE_PATH_SHARD, d.GetPath(), "only the coordinator-manager has it")
 	withRPC.waitRoute(t, "tiny", func(d *routerv1.Decision) bool { return d.GetPath() == commonv1.RoutePath_ROUTE_PATH_POOL })
 
 	poolOnly := startMesh(t, meshOptions{ollamaNodes: []string{ollama.Addr()}})

@@ -66,8 +66,9 @@ func progressOf(ev event) *commonv1.LoadProgress {
 func (s *Service) Run(ctx context.Context, in *Inference, sink Sink) (*commonv1.Done, *routerv1.Decision, error) {
 	d := s.decide(in.Model, in.Options.GetContextSize(), in.Hint)
 	if d.GetPath() == commonv1.RoutePath_ROUTE_PATH_UNSPECIFIED {
-		s.stats.noPath.Add(1)
-		return nil, d, s.noPathError(in.Model, d)
+		err := s.noPathError(in.Model, d)
+		s.stats.failed(err)
+		return nil, d, err
 	}
 	s.stats.inFlight.Add(1)
 	defer s.stats.inFlight.Add(-1)

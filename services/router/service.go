@@ -120,6 +120,11 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		log:      s.log,
 	}
 	s.view = newLiveView(deps.Etcd, s.log, s.catalogue)
+	if deps.Registry != nil {
+		if err := deps.Registry.Register(&collector{s: s}); err != nil {
+			return nil, err
+		}
+	}
 	routerv1.RegisterRouterServiceServer(s.Server(), s)
 	return s, nil
 }

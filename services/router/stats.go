@@ -16,7 +16,6 @@ import (
 type stats struct {
 	pool, shard            atomic.Uint64
 	poolToShard, shardPool atomic.Uint64
-	noPath                 atomic.Uint64
 	replicaRetries         atomic.Uint64
 	inFlight               atomic.Int64
 
@@ -51,12 +50,9 @@ func (s *stats) failed(err error) {
 func (s *stats) errorCounts() map[string]uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string]uint64, len(s.errors)+1)
+	out := make(map[string]uint64, len(s.errors))
 	for k, v := range s.errors {
 		out[k] = v
-	}
-	if n := s.noPath.Load(); n > 0 {
-		out["FailedPrecondition"] += n
 	}
 	return out
 }
