@@ -76,6 +76,11 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s.log = s.Logger()
 	s.snapshot = registry.NewSnapshot(s.store, s.log)
+	if deps.Registry != nil {
+		if err := deps.Registry.Register(&collector{s: s}); err != nil {
+			return nil, err
+		}
+	}
 	discoveryv1.RegisterDiscoveryServiceServer(s.Server(), s)
 	return s, nil
 }

@@ -90,6 +90,7 @@ func TestUpServesThenStopsCleanlyOnSIGTERM(t *testing.T) {
 	require.Contains(t, body, "sollol_ollamapool_queue_depth 0", "the pool's own figures")
 	require.Contains(t, body, "sollol_coordinator_starts_total 0", "the coordinator-manager's own figures")
 	require.Contains(t, body, `sollol_router_requests_total{path="pool"} 0`, "the router's own figures")
+	require.Contains(t, body, "sollol_discovery_probes_total", "discovery's own figures")
 
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
 	require.Equal(t, 0, p.waitExit(20*time.Second), "a clean stop exits 0")
