@@ -99,7 +99,8 @@ func (c *catalogue) installed() []*commonv1.InstalledModel {
 	}
 	out := make([]*commonv1.InstalledModel, 0, len(cp.models))
 	for _, m := range cp.models {
-		out = append(out, &commonv1.InstalledModel{Name: m.GetName(), SizeBytes: m.GetFileBytes(), Family: m.GetArchitecture()})
+		out = append(out, &commonv1.InstalledModel{Name: m.GetName(), SizeBytes: m.GetFileBytes(), Family: m.GetArchitecture(),
+			ContextLength: m.GetMaxContext(), KvBytesPerToken: m.GetKvBytesPerToken()})
 	}
 	return out
 }
