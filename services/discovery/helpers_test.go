@@ -6,9 +6,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -37,22 +39,24 @@ func testConfig(t testing.TB, mutate func(*discovery.Config)) discovery.Config {
 }
 
 type replica struct {
-	svc    *discovery.Service
-	client discoveryv1.DiscoveryServiceClient
+	svc     *discovery.Service
+	client  discoveryv1.DiscoveryServiceClient
+	metrics *prometheus.Registry // the replica's own metrics
 }
 
 // startDiscovery runs one discovery replica against the cluster; it is stopped at the end.
 func startDiscovery(t testing.TB, cluster *etcdtest.Cluster, cfg discovery.Config) *replica {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	svc, err := discovery.New(cfg, grpcserver.Deps{Logger: log, Etcd: cluster.Client()})
+	metrics := prometheus.NewRegistry()
+	svc, err := discovery.New(cfg, grpcserver.Deps{Logger: log, Etcd: cluster.Client(), Registry: metrics})
 	require.NoError(t, err)
 	require.NoError(t, svc.Start(context.Background()))
 	t.Cleanup(func() { _ = svc.Stop(context.Background()) })
 	conn, err := grpc.NewClient(svc.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
-	return &replica{svc: svc, client: discoveryv1.NewDiscoveryServiceClient(conn)}
+	return &replica{svc: svc, client: discoveryv1.NewDiscoveryServiceClient(conn), metrics: metrics}
 }
 
 // backends lists what discovery reports right now.
@@ -121,4 +125,30 @@ func portOf(t *testing.T, addr string) string {
 	_, port, err := net.SplitHostPort(addr)
 	require.NoError(t, err)
 	return port
+}
+
+// metric is the value of the replica's metric name with the given label values (ordered by
+// label name, as Prometheus orders them), and whether it is exported.
+func (r *replica) metric(t testing.TB, name string, labels ...string) (float64, bool) {
+	t.Helper()
+	families, err := r.metrics.Gather()
+	require.NoError(t, err)
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			var values []string
+			for _, l := range m.GetLabel() {
+				values = append(values, l.GetValue())
+			}
+			if slices.Equal(values, labels) {
+				if m.GetCounter() != nil {
+					return m.GetCounter().GetValue(), true
+				}
+				return m.GetGauge().GetValue(), true
+			}
+		}
+	}
+	return 0, false
 }

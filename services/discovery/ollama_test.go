@@ -3,6 +3,7 @@ package discovery_test
 import (
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -40,6 +41,16 @@ func TestFindsRealOllamaFromStaticConfig(t *testing.T) {
 		"layers x KV heads x (key + value length) x 2 bytes")
 	require.Positive(t, b.GetLatency().AsDuration())
 	require.NotNil(t, b.GetLastSeen())
+
+	// The same view in Prometheus.
+	require.Eventually(t, func() bool {
+		n, ok := r.metric(t, "sollol_discovery_backends", "healthy", "ollama") // labels health, kind
+		return ok && n == 1
+	}, 10*time.Second, 20*time.Millisecond, "one healthy Ollama backend in the metrics")
+	leader, _ := r.metric(t, "sollol_discovery_leader")
+	require.Equal(t, 1.0, leader, "the only replica leads")
+	probes, _ := r.metric(t, "sollol_discovery_probes_total")
+	require.Positive(t, probes)
 }
 
 func TestFindsRealOllamaByLoopbackScanAndRejectsItAsRPCServer(t *testing.T) {

@@ -164,8 +164,8 @@ func tinyModelFile(t *testing.T, name string) string {
 	return path
 }
 
-// counterValue is the value of the router's counter name with the given label values (in
-// the order of the metric's labels), 0 when absent.
+// counterValue is the value of the router's counter name with the given label values
+// (ordered by label name, as Prometheus orders them), 0 when absent.
 func (m *inProcessMesh) counterValue(t *testing.T, name string, labels ...string) float64 {
 	t.Helper()
 	families, err := m.metrics.Gather()
