@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"slices"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	discoveryv1 "github.com/sollol/mesh/gen/go/sollol/discovery/v1"
 	"github.com/sollol/mesh/services/discovery"
 	"github.com/sollol/mesh/services/shared/grpcserver"
+	"github.com/sollol/mesh/services/shared/testutil"
 	"github.com/sollol/mesh/services/shared/testutil/etcdtest"
 )
 
@@ -128,27 +128,7 @@ func portOf(t *testing.T, addr string) string {
 }
 
 // metric is the value of the replica's metric name with the given label values (ordered by
-// label name, as Prometheus orders them), and whether it is exported.
+// label name), and whether it is exported.
 func (r *replica) metric(t testing.TB, name string, labels ...string) (float64, bool) {
-	t.Helper()
-	families, err := r.metrics.Gather()
-	require.NoError(t, err)
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			var values []string
-			for _, l := range m.GetLabel() {
-				values = append(values, l.GetValue())
-			}
-			if slices.Equal(values, labels) {
-				if m.GetCounter() != nil {
-					return m.GetCounter().GetValue(), true
-				}
-				return m.GetGauge().GetValue(), true
-			}
-		}
-	}
-	return 0, false
+	return testutil.MetricValue(t, r.metrics, name, labels...)
 }

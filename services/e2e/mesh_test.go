@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/sollol/mesh/services/shared/config"
 	"github.com/sollol/mesh/services/shared/grpcserver"
 	"github.com/sollol/mesh/services/shared/lifecycle"
+	"github.com/sollol/mesh/services/shared/testutil"
 	"github.com/sollol/mesh/services/shared/testutil/etcdtest"
 	"github.com/sollol/mesh/services/shared/tinymodel"
 )
@@ -165,24 +165,8 @@ func tinyModelFile(t *testing.T, name string) string {
 }
 
 // counterValue is the value of the router's counter name with the given label values
-// (ordered by label name, as Prometheus orders them), 0 when absent.
+// (ordered by label name), 0 when absent.
 func (m *inProcessMesh) counterValue(t *testing.T, name string, labels ...string) float64 {
-	t.Helper()
-	families, err := m.metrics.Gather()
-	require.NoError(t, err)
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, metric := range f.GetMetric() {
-			var values []string
-			for _, l := range metric.GetLabel() {
-				values = append(values, l.GetValue())
-			}
-			if slices.Equal(values, labels) {
-				return metric.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
+	v, _ := testutil.MetricValue(t, m.metrics, name, labels...)
+	return v
 }
