@@ -36,9 +36,7 @@ import (
 func BenchmarkMeshEndToEnd(b *testing.B) {
 	for _, streams := range []int{1, 64, 512} {
 		b.Run(fmt.Sprintf("fake/streams=%d", streams), func(b *testing.B) {
-			fake, err := ollamafake.Start(ollamafake.Behaviour{Tokens: 32, Gap: time.Millisecond, Models: []string{"tiny:latest"}})
-			require.NoError(b, err)
-			b.Cleanup(func() { _ = fake.Close() })
+			fake := ollamafake.StartT(b, ollamafake.Behaviour{Tokens: 32, Gap: time.Millisecond, Models: []string{"tiny:latest"}})
 			benchMesh(b, fake.Addr(), streams, max(64/streams, 4), false)
 		})
 	}
@@ -47,9 +45,7 @@ func BenchmarkMeshEndToEnd(b *testing.B) {
 	// process as the backend).
 	for _, streams := range []int{1, 64} {
 		b.Run(fmt.Sprintf("fake-ollama-api/streams=%d", streams), func(b *testing.B) {
-			fake, err := ollamafake.Start(ollamafake.Behaviour{Tokens: 32, Gap: time.Millisecond, Models: []string{"tiny:latest"}})
-			require.NoError(b, err)
-			b.Cleanup(func() { _ = fake.Close() })
+			fake := ollamafake.StartT(b, ollamafake.Behaviour{Tokens: 32, Gap: time.Millisecond, Models: []string{"tiny:latest"}})
 			benchMesh(b, fake.Addr(), streams, max(64/streams, 4), true)
 		})
 	}
@@ -61,9 +57,7 @@ func BenchmarkMeshEndToEnd(b *testing.B) {
 		})
 	}
 	b.Run("memory-per-open-stream", func(b *testing.B) {
-		fake, err := ollamafake.Start(ollamafake.Behaviour{StallAfter: 1, Models: []string{"tiny:latest"}})
-		require.NoError(b, err)
-		b.Cleanup(func() { _ = fake.Close() })
+		fake := ollamafake.StartT(b, ollamafake.Behaviour{StallAfter: 1, Models: []string{"tiny:latest"}})
 		benchStreamMemory(b, fake.Addr(), 500)
 	})
 }

@@ -29,18 +29,14 @@ import (
 func BenchmarkPoolHop(b *testing.B) {
 	for _, streams := range []int{1, 64, 512} {
 		b.Run(fmt.Sprintf("fake/streams=%d", streams), func(b *testing.B) {
-			fake, err := ollamafake.Start(ollamafake.Behaviour{Tokens: 32, Gap: time.Millisecond, Models: []string{"tiny:latest"}})
-			require.NoError(b, err)
-			b.Cleanup(func() { _ = fake.Close() })
+			fake := ollamafake.StartT(b, ollamafake.Behaviour{Tokens: 32, Gap: time.Millisecond, Models: []string{"tiny:latest"}})
 			benchHop(b, fake.Addr(), streams, 32, max(64/streams, 4))
 		})
 	}
 	// One token per request: what a request costs apart from streaming, which is what a
 	// burst of first tokens queues behind.
 	b.Run("fake-one-token/streams=64", func(b *testing.B) {
-		fake, err := ollamafake.Start(ollamafake.Behaviour{Tokens: 1, Models: []string{"tiny:latest"}})
-		require.NoError(b, err)
-		b.Cleanup(func() { _ = fake.Close() })
+		fake := ollamafake.StartT(b, ollamafake.Behaviour{Tokens: 1, Models: []string{"tiny:latest"}})
 		benchHop(b, fake.Addr(), 64, 1, 16)
 	})
 	for _, streams := range []int{1, 64} {

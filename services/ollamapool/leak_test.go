@@ -18,9 +18,7 @@ import (
 // fake node is used because it can hold a thousand answers open at once; the real node's
 // cancellation is tested in TestClientCancelCancelsTheUpstreamRequest.)
 func TestThousandCancelledStreamsLeakNothing(t *testing.T) {
-	fake, err := ollamafake.Start(ollamafake.Behaviour{StallAfter: 1, Models: []string{"tiny:latest"}})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = fake.Close() })
+	fake := ollamafake.StartT(t, ollamafake.Behaviour{StallAfter: 1, Models: []string{"tiny:latest"}})
 	f := newFixture(t, func(c *ollamapool.Config) {
 		c.MaxInFlightPerNode = 2000
 		c.QueueSize = 2000

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync/atomic"
+	"testing"
 	"time"
 )
 
@@ -194,4 +195,16 @@ func (s *Server) tags(w http.ResponseWriter, _ *http.Request) {
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// StartT starts a fake for a test or benchmark, failing it when the fake cannot listen, and
+// closes the fake when it ends.
+func StartT(tb testing.TB, b Behaviour) *Server {
+	tb.Helper()
+	s, err := Start(b)
+	if err != nil {
+		tb.Fatalf("ollamafake: %v", err)
+	}
+	tb.Cleanup(func() { _ = s.Close() })
+	return s
 }

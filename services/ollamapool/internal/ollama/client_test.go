@@ -44,9 +44,7 @@ func TestStreamClassifiesEveryEnding(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			addr := tt.addr
 			if addr == "" {
-				fake, err := ollamafake.Start(tt.behaviour)
-				require.NoError(t, err)
-				t.Cleanup(func() { _ = fake.Close() })
+				fake := ollamafake.StartT(t, tt.behaviour)
 				addr = fake.Addr()
 			}
 			c := ollama.New(tt.timeouts)
@@ -71,9 +69,7 @@ func TestStreamClassifiesEveryEnding(t *testing.T) {
 var fast = ollama.Timeouts{Connect: time.Second, FirstToken: 5 * time.Second, Idle: 5 * time.Second}
 
 func TestStreamSuccessAndCallerCancel(t *testing.T) {
-	fake, err := ollamafake.Start(ollamafake.Behaviour{Tokens: 5})
-	require.NoError(t, err)
-	defer fake.Close()
+	fake := ollamafake.StartT(t, ollamafake.Behaviour{Tokens: 5})
 	c := ollama.New(fast)
 	defer c.Close()
 
@@ -87,9 +83,7 @@ func TestStreamSuccessAndCallerCancel(t *testing.T) {
 	require.True(t, final.Done)
 	require.EqualValues(t, 5, final.EvalCount)
 
-	slow, err := ollamafake.Start(ollamafake.Behaviour{StallAfter: 1})
-	require.NoError(t, err)
-	defer slow.Close()
+	slow := ollamafake.StartT(t, ollamafake.Behaviour{StallAfter: 1})
 	ctx, cancel := context.WithCancel(context.Background())
 	_, err = c.Stream(ctx, slow.Addr(), "/api/chat", &ollama.ChatRequest{Model: "fake", Stream: true}, func(string) error {
 		cancel() // the caller leaves after the first token
