@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/sollol/mesh/services/shared/httpjson"
 )
 
 // Limits of what an error carries about the request and the answer.
@@ -73,15 +75,10 @@ type decoder interface {
 }
 
 func (c *Client) stream(ctx context.Context, addr, path string, body any, shown func() any, dec decoder, onText func(string) error) (*Result, error) {
-	payload, err := json.Marshal(body)
+	req, err := httpjson.NewRequest(ctx, http.MethodPost, "http://"+addr+path, body)
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(payload))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "text/event-stream")
 	resp, err := c.HTTP.Do(req)
 	if err != nil {

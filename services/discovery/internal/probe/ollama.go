@@ -1,7 +1,6 @@
 package probe
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	commonv1 "github.com/sollol/mesh/gen/go/sollol/common/v1"
+	"github.com/sollol/mesh/services/shared/httpjson"
 )
 
 // maxOllamaBody bounds what a probe reads from one Ollama answer; a node with hundreds of
@@ -104,20 +104,9 @@ func (p *Prober) getJSON(ctx context.Context, url string, into any) error {
 
 // callJSON sends body (as JSON, when not nil) and decodes the answer, bounded in size.
 func (p *Prober) callJSON(ctx context.Context, method, url string, body, into any) error {
-	var payload io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		payload = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, url, payload)
+	req, err := httpjson.NewRequest(ctx, method, url, body)
 	if err != nil {
 		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := p.http.Do(req)
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"sync/atomic"
 	"time"
+
+	"github.com/sollol/mesh/services/shared/httpjson"
 )
 
 // Timeouts bound each phase of a request separately: a node that takes long to load a model
@@ -149,15 +151,10 @@ func (c *Client) call(ctx context.Context, node, path string, body, out any) err
 }
 
 func (c *Client) post(ctx context.Context, node, path string, body any) (*http.Response, error) {
-	payload, err := json.Marshal(body)
+	req, err := httpjson.NewRequest(ctx, http.MethodPost, "http://"+node+path, body)
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+node+path, bytes.NewReader(payload))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
 	return c.http.Do(req)
 }
 
