@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -34,32 +35,48 @@ import (
 //
 //	SOLLOL_REQUIRE_OLLAMA=1 go test ./services/e2e -run '^$' -bench MeshEndToEnd -benchtime 1x
 func BenchmarkMeshEndToEnd(b *testing.B) {
+	fake := func(b *testing.B, gap time.Duration) string {
+		return ollamafake.StartT(b, ollamafake.Behaviour{Tokens: 32, Gap: gap, Models: []string{"tiny:latest"}}).Addr()
+	}
 	for _, streams := range []int{1, 64, 512} {
 		b.Run(fmt.Sprintf("fake/streams=%d", streams), func(b *testing.B) {
-			fake := ollamafake.StartT(b, ollamafake.Behaviour{Tokens: 32, Gap: time.Millisecond, Models: []string{"tiny:latest"}})
-			benchMesh(b, fake.Addr(), streams, max(64/streams, 4), false)
+			benchMesh(b, fake(b, ollamafake.TypicalGap), meshRun{streams: streams, perStream: max(32/streams, 4), arrivals: streambench.Spread})
 		})
 	}
+	b.Run("fake-stress/streams=64", func(b *testing.B) {
+		benchMesh(b, fake(b, ollamafake.StressGap), meshRun{streams: 64, perStream: 4, arrivals: streambench.Spread})
+	})
+	b.Run("fake-burst/streams=64", func(b *testing.B) {
+		benchMesh(b, fake(b, ollamafake.TypicalGap), meshRun{streams: 64, perStream: 4, arrivals: streambench.Burst})
+	})
 	// The same clients on both paths: the Ollama API of the router against the node's own, so
 	// the difference is the mesh alone (the gRPC client above costs its own CPU, in the same
 	// process as the backend).
 	for _, streams := range []int{1, 64} {
 		b.Run(fmt.Sprintf("fake-ollama-api/streams=%d", streams), func(b *testing.B) {
-			fake := ollamafake.StartT(b, ollamafake.Behaviour{Tokens: 32, Gap: time.Millisecond, Models: []string{"tiny:latest"}})
-			benchMesh(b, fake.Addr(), streams, max(64/streams, 4), true)
+			benchMesh(b, fake(b, ollamafake.TypicalGap), meshRun{streams: streams, perStream: max(32/streams, 4), ollamaAPI: true, arrivals: streambench.Spread})
 		})
 	}
 	for _, streams := range []int{1, 64} {
 		b.Run(fmt.Sprintf("real/streams=%d", streams), func(b *testing.B) {
 			node := ollamatest.Start(b)
 			node.CreateTinyModel(b, "tiny")
-			benchMesh(b, node.Addr(), streams, max(64/streams, 2), false)
+			benchMesh(b, node.Addr(), meshRun{streams: streams, perStream: max(64/streams, 2), arrivals: streambench.Spread})
 		})
 	}
 	b.Run("memory-per-open-stream", func(b *testing.B) {
-		fake := ollamafake.StartT(b, ollamafake.Behaviour{StallAfter: 1, Models: []string{"tiny:latest"}})
-		benchStreamMemory(b, fake.Addr(), 500)
+		stall := ollamafake.StartT(b, ollamafake.Behaviour{StallAfter: 1, Models: []string{"tiny:latest"}})
+		benchStreamMemory(b, stall.Addr(), 500)
 	})
+}
+
+// meshRun is one measurement's shape.
+type meshRun struct {
+	streams, perStream int
+	// ollamaAPI sends the mesh's chats through the router's Ollama API (the direct path's
+	// client) instead of its gRPC API.
+	ollamaAPI bool
+	arrivals  streambench.Arrivals
 }
 
 // meshFor starts `sollol up` with one Ollama backend and a pool that never queues, and
@@ -113,32 +130,41 @@ func profileSollol(b *testing.B, httpAddr string) (wait func()) {
 	return func() { <-done }
 }
 
-// benchMesh compares chats through the mesh with chats sent to backend directly; ollamaAPI
-// sends the mesh's through the router's Ollama API (the direct path's client) instead of
-// its gRPC API.
-func benchMesh(b *testing.B, backend string, streams, perStream int, ollamaAPI bool) {
-	client, _, httpAddr := meshFor(b, backend)
+// benchMesh compares chats through the mesh with chats sent to backend directly.
+func benchMesh(b *testing.B, backend string, run meshRun) {
+	client, p, httpAddr := meshFor(b, backend)
 	// A failed chat fails the benchmark through require (never a panic, which would skip
 	// the cleanup that stops the sollol process).
+	var window time.Duration // set after the warm-up, the same for both paths
 	measure := func(do streambench.Request) streambench.Run {
-		r, err := streambench.Measure(streams, perStream, 32, do)
+		r, err := streambench.Measure(run.streams, run.perStream, 32, window, do)
 		require.NoError(b, err, "a benchmark chat failed")
 		return r
 	}
 	viaMesh := func() (time.Duration, int, error) { return meshChat(client) }
-	if ollamaAPI {
+	if run.ollamaAPI {
 		viaMesh = func() (time.Duration, int, error) { return directOllamaChat(httpAddr) }
 	}
 	direct := func() (time.Duration, int, error) { return directOllamaChat(backend) }
 	// Warm both paths at full concurrency (connections, model load).
-	measure(direct)
+	warm := measure(direct)
 	measure(viaMesh)
+	if run.arrivals == streambench.Spread {
+		window = streambench.SpreadOver(warm, run.perStream)
+	}
 	stopProfile := profileSollol(b, httpAddr)
 	defer stopProfile()
 	ms := streambench.Ms
 	for range b.N {
-		d, m := measure(direct), measure(viaMesh)
-		d, m = d.Merge(measure(direct)), m.Merge(measure(viaMesh))
+		var meshCPU time.Duration
+		viaMeshCPU := func() streambench.Run {
+			cpu0 := processCPU(b, p.cmd.Process.Pid)
+			r := measure(viaMesh)
+			meshCPU += processCPU(b, p.cmd.Process.Pid) - cpu0
+			return r
+		}
+		d, m := measure(direct), viaMeshCPU()
+		d, m = d.Merge(measure(direct)), m.Merge(viaMeshCPU())
 		b.ReportMetric(ms(d.P(50)), "direct-ttft-p50-ms")
 		b.ReportMetric(ms(d.P(99)), "direct-ttft-p99-ms")
 		b.ReportMetric(ms(m.P(50)), "mesh-ttft-p50-ms")
@@ -147,6 +173,8 @@ func benchMesh(b *testing.B, backend string, streams, perStream int, ollamaAPI b
 		b.ReportMetric(ms(m.P(99)-d.P(99)), "added-p99-ms")
 		b.ReportMetric(d.TokensPerSecond(), "direct-tokens/s")
 		b.ReportMetric(m.TokensPerSecond(), "mesh-tokens/s")
+		// The sollol process's own CPU (router, pool and the rest), per request relayed.
+		b.ReportMetric(float64(meshCPU.Microseconds())/float64(len(m.TTFT)), "sollol-cpu-µs/request")
 	}
 }
 
@@ -184,6 +212,20 @@ func benchStreamMemory(b *testing.B, backend string, n int) {
 	b.ReportMetric(float64(after-before)/float64(n)/1024, "KiB/open-stream")
 	cancel()
 	wg.Wait()
+}
+
+// processCPU is the user and system CPU time pid has used, from /proc (10 ms ticks).
+func processCPU(b *testing.B, pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	require.NoError(b, err)
+	// The fields after the command name, which is in parentheses and may hold spaces:
+	// utime and stime are the 14th and 15th of the line, the 12th and 13th after it.
+	fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	require.NoError(b, errors.Join(err1, err2))
+	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
+	return time.Duration(utime+stime) * tick
 }
 
 func rssBytes(b *testing.B, pid int) int64 {

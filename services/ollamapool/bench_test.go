@@ -19,43 +19,56 @@ import (
 // BenchmarkPoolHop measures what the pool adds to a streamed chat: time to first token
 // (p50/p99) and relay throughput, at 1, 64 and 512 concurrent streams, against calling the
 // same backend directly in the same run. Backends: a fast in-process fake Ollama (32 tokens,
-// the first at once, then 1 ms apart, so time to first token is the path's own overhead) and
-// a real Ollama with the tiny model.
+// the first at once, so time to first token is the path's own overhead, then one every
+// ollamafake.TypicalGap) and a real Ollama with the tiny model.
 //
 //	go test ./services/ollamapool -run '^$' -bench PoolHop -benchtime 1x
 //
+// Streams arrive spread over one request's duration (see streambench), so N streams are
+// open at once but start independently. The stress variant streams tokens ten times as
+// fast; the burst variants start all 64 streams in the same instant.
 // CPU per token is the whole process's CPU time (fake backend, pool and client alike) divided
 // by tokens relayed; the difference between the two paths is the pool's share.
 func BenchmarkPoolHop(b *testing.B) {
+	fake := func(gap time.Duration) ollamafake.Behaviour {
+		return ollamafake.Behaviour{Tokens: 32, Gap: gap, Models: []string{"tiny:latest"}}
+	}
 	for _, streams := range []int{1, 64, 512} {
 		b.Run(fmt.Sprintf("fake/streams=%d", streams), func(b *testing.B) {
-			fake := ollamafake.StartT(b, ollamafake.Behaviour{Tokens: 32, Gap: time.Millisecond, Models: []string{"tiny:latest"}})
-			benchHop(b, fake.Addr(), streams, 32, max(64/streams, 4))
+			node := ollamafake.StartT(b, fake(ollamafake.TypicalGap))
+			benchHop(b, node.Addr(), streams, 32, max(32/streams, 4), streambench.Spread)
 		})
 	}
-	// One token per request: what a request costs apart from streaming, which is what a
-	// burst of first tokens queues behind.
-	b.Run("fake-one-token/streams=64", func(b *testing.B) {
-		fake := ollamafake.StartT(b, ollamafake.Behaviour{Tokens: 1, Models: []string{"tiny:latest"}})
-		benchHop(b, fake.Addr(), 64, 1, 16)
+	b.Run("fake-stress/streams=64", func(b *testing.B) {
+		benchHop(b, ollamafake.StartT(b, fake(ollamafake.StressGap)).Addr(), 64, 32, 4, streambench.Spread)
+	})
+	b.Run("fake-burst/streams=64", func(b *testing.B) {
+		benchHop(b, ollamafake.StartT(b, fake(ollamafake.TypicalGap)).Addr(), 64, 32, 4, streambench.Burst)
+	})
+	// One token per request, in bursts: what a request costs apart from streaming, which is
+	// what a burst of first tokens queues behind.
+	b.Run("fake-one-token-burst/streams=64", func(b *testing.B) {
+		node := ollamafake.StartT(b, ollamafake.Behaviour{Tokens: 1, Models: []string{"tiny:latest"}})
+		benchHop(b, node.Addr(), 64, 1, 16, streambench.Burst)
 	})
 	for _, streams := range []int{1, 64} {
 		b.Run(fmt.Sprintf("real/streams=%d", streams), func(b *testing.B) {
 			node := tinyNode(b)
-			benchHop(b, node.Addr(), streams, 32, max(128/streams, 2))
+			benchHop(b, node.Addr(), streams, 32, max(128/streams, 2), streambench.Spread)
 		})
 	}
 }
 
-func benchHop(b *testing.B, backend string, streams, tokens, perStream int) {
+func benchHop(b *testing.B, backend string, streams, tokens, perStream int, how streambench.Arrivals) {
 	f := newFixture(b, func(c *ollamapool.Config) {
 		c.MaxInFlightPerNode = 4096
 		c.QueueSize = 4096
 	})
 	f.publish(backend, "tiny:latest")
 
+	var window time.Duration // set after the warm-up, the same for both paths
 	measure := func(do streambench.Request) streambench.Run {
-		r, err := streambench.Measure(streams, perStream, tokens, do)
+		r, err := streambench.Measure(streams, perStream, tokens, window, do)
 		require.NoError(b, err, "a benchmark request failed")
 		return r
 	}
@@ -71,8 +84,11 @@ func benchHop(b *testing.B, backend string, streams, tokens, perStream int) {
 	}
 	// Warm both paths at full concurrency first (model load, and one pooled connection per
 	// stream on each path), so neither pays for dialling inside the measurement.
-	directRun()
+	warm := directRun()
 	pooledRun()
+	if how == streambench.Spread {
+		window = streambench.SpreadOver(warm, perStream)
+	}
 	for range b.N {
 		// Alternate the paths so drift over the run (GC, CPU frequency, a warming cache)
 		// falls on both alike.

@@ -1,6 +1,15 @@
 // Package streambench measures concurrent streamed requests the one way every benchmark of
 // the project reports them: time to first token per request (p50/p99), tokens per second, and
 // the process's CPU per token and per request.
+//
+// Streams arrive in one of two ways. A burst starts every stream in the same instant. Spread
+// starts stream i at i/streams of a spread window (one request's duration), so that the
+// streams are all open at once but begin and end at different moments, as independent
+// clients do. The two answer different questions: a burst measures how long the last of N
+// simultaneous arrivals waits for the CPU, spread arrivals measure what a path adds to each
+// request while N streams are open. The fake backends are deterministic (every request the
+// same length, every token the same gap), so without a spread the streams of a burst stay in
+// lockstep for the whole run and every request after the first starts in a burst as well.
 package streambench
 
 import (
@@ -15,27 +24,36 @@ import (
 type Run struct {
 	TTFT    []time.Duration // one per request
 	Tokens  int
-	Elapsed time.Duration
+	Elapsed time.Duration // the streams' time, from each one's first request to its last's end, averaged
 	CPU     time.Duration // the whole process's
 }
 
 // Request runs one streamed request and returns its time to first token and its tokens.
 type Request func() (ttft time.Duration, tokens int, err error)
 
-// Measure runs streams concurrent loops of perStream requests each. Every request must
-// succeed with exactly tokens tokens; the first that does not ends the loops and is returned.
-func Measure(streams, perStream, tokens int, do Request) (Run, error) {
+// Measure runs streams concurrent loops of perStream requests each, stream i starting at
+// i/streams of spread (0: all at once). Every request must succeed with exactly tokens
+// tokens; the first that does not ends the loops and is returned.
+func Measure(streams, perStream, tokens int, spread time.Duration, do Request) (Run, error) {
 	var (
 		mu       sync.Mutex
 		out      Run
+		busy     time.Duration // summed over streams
 		firstErr error
 		wg       sync.WaitGroup
 	)
-	cpu0, start := cpuTime(), time.Now()
-	for range streams {
+	cpu0 := cpuTime()
+	for i := range streams {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			time.Sleep(spread * time.Duration(i) / time.Duration(streams))
+			start := time.Now()
+			defer func() {
+				mu.Lock()
+				busy += time.Since(start)
+				mu.Unlock()
+			}()
 			for range perStream {
 				ttft, n, err := do()
 				if err == nil && n != tokens {
@@ -54,9 +72,23 @@ func Measure(streams, perStream, tokens int, do Request) (Run, error) {
 		}()
 	}
 	wg.Wait()
-	out.Elapsed, out.CPU = time.Since(start), cpuTime()-cpu0
+	// A stream's own time, averaged, rather than the wall time: with spread arrivals the
+	// first and last spread window have fewer streams open, which is not the load measured.
+	out.Elapsed, out.CPU = busy/time.Duration(streams), cpuTime()-cpu0
 	return out, firstErr
 }
+
+// Arrivals says how a measurement's streams start.
+type Arrivals int
+
+const (
+	Burst  Arrivals = iota // all in the same instant
+	Spread                 // evenly over one request's duration
+)
+
+// SpreadOver is the spread window for a path whose requests took r's time each: one
+// request's duration, so that arrivals fall evenly over it.
+func SpreadOver(r Run, perStream int) time.Duration { return r.Elapsed / time.Duration(perStream) }
 
 func cmpOr(a, b error) error {
 	if a != nil {
@@ -77,7 +109,7 @@ func (r Run) P(q int) time.Duration {
 	return s[(len(s)-1)*q/100]
 }
 
-// TokensPerSecond is the throughput over the wall time.
+// TokensPerSecond is the throughput while the streams are open.
 func (r Run) TokensPerSecond() float64 { return float64(r.Tokens) / r.Elapsed.Seconds() }
 
 // CPUPerToken is the process's CPU per token, in µs.

@@ -2,6 +2,8 @@ package streambench
 
 import (
 	"errors"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -9,7 +11,7 @@ import (
 )
 
 func TestMeasureCountsEveryRequest(t *testing.T) {
-	r, err := Measure(4, 5, 3, func() (time.Duration, int, error) { return time.Millisecond, 3, nil })
+	r, err := Measure(4, 5, 3, 0, func() (time.Duration, int, error) { return time.Millisecond, 3, nil })
 	require.NoError(t, err)
 	require.Len(t, r.TTFT, 20)
 	require.Equal(t, 60, r.Tokens)
@@ -18,10 +20,10 @@ func TestMeasureCountsEveryRequest(t *testing.T) {
 	require.Len(t, both.TTFT, 40)
 	require.Len(t, r.TTFT, 20, "merging leaves the parts alone")
 
-	_, err = Measure(2, 3, 3, func() (time.Duration, int, error) { return 0, 2, nil })
+	_, err = Measure(2, 3, 3, 0, func() (time.Duration, int, error) { return 0, 2, nil })
 	require.ErrorContains(t, err, "2 tokens instead of 3")
 	boom := errors.New("boom")
-	_, err = Measure(2, 3, 3, func() (time.Duration, int, error) { return 0, 0, boom })
+	_, err = Measure(2, 3, 3, 0, func() (time.Duration, int, error) { return 0, 0, boom })
 	require.ErrorIs(t, err, boom)
 }
 
@@ -30,4 +32,26 @@ func TestPercentiles(t *testing.T) {
 	require.Equal(t, time.Duration(3), r.P(50))
 	require.Equal(t, time.Duration(4), r.P(99))
 	require.Equal(t, 0.5, Ms(500*time.Microsecond))
+}
+
+func TestSpreadStartsStreamsApart(t *testing.T) {
+	var (
+		mu     sync.Mutex
+		starts []time.Duration
+	)
+	t0 := time.Now()
+	r, err := Measure(4, 1, 1, 400*time.Millisecond, func() (time.Duration, int, error) {
+		mu.Lock()
+		starts = append(starts, time.Since(t0))
+		mu.Unlock()
+		return 0, 1, nil
+	})
+	require.NoError(t, err)
+	slices.Sort(starts)
+	for i, s := range starts {
+		require.GreaterOrEqual(t, s, time.Duration(i)*100*time.Millisecond, "stream %d starts at its share of the spread", i)
+	}
+	// Counting the waits would make it 150 ms on average.
+	require.Less(t, r.Elapsed, 75*time.Millisecond, "a stream's own time leaves out its wait for its start")
+	require.Equal(t, 5*time.Millisecond, SpreadOver(Run{Elapsed: 20 * time.Millisecond}, 4))
 }
