@@ -24,7 +24,7 @@ import (
 type Run struct {
 	TTFT    []time.Duration // one per request
 	Tokens  int
-	Elapsed time.Duration // the streams' time, from each one's first request to its last's end, averaged
+	Elapsed time.Duration
 	CPU     time.Duration // the whole process's
 }
 
@@ -38,22 +38,15 @@ func Measure(streams, perStream, tokens int, spread time.Duration, do Request) (
 	var (
 		mu       sync.Mutex
 		out      Run
-		busy     time.Duration // summed over streams
 		firstErr error
 		wg       sync.WaitGroup
 	)
-	cpu0 := cpuTime()
+	cpu0, start := cpuTime(), time.Now()
 	for i := range streams {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			time.Sleep(spread * time.Duration(i) / time.Duration(streams))
-			start := time.Now()
-			defer func() {
-				mu.Lock()
-				busy += time.Since(start)
-				mu.Unlock()
-			}()
 			for range perStream {
 				ttft, n, err := do()
 				if err == nil && n != tokens {
@@ -72,9 +65,7 @@ func Measure(streams, perStream, tokens int, spread time.Duration, do Request) (
 		}()
 	}
 	wg.Wait()
-	// A stream's own time, averaged, rather than the wall time: with spread arrivals the
-	// first and last spread window have fewer streams open, which is not the load measured.
-	out.Elapsed, out.CPU = busy/time.Duration(streams), cpuTime()-cpu0
+	out.Elapsed, out.CPU = time.Since(start), cpuTime()-cpu0
 	return out, firstErr
 }
 
@@ -86,8 +77,8 @@ const (
 	Spread                 // evenly over one request's duration
 )
 
-// SpreadOver is the spread window for a path whose requests took r's time each: one
-// request's duration, so that arrivals fall evenly over it.
+// SpreadOver is the spread window for a path whose burst run r made perStream requests per
+// stream: one request's duration, so that arrivals fall evenly over it.
 func SpreadOver(r Run, perStream int) time.Duration { return r.Elapsed / time.Duration(perStream) }
 
 func cmpOr(a, b error) error {
@@ -109,7 +100,9 @@ func (r Run) P(q int) time.Duration {
 	return s[(len(s)-1)*q/100]
 }
 
-// TokensPerSecond is the throughput while the streams are open.
+// TokensPerSecond is the throughput over the wall time. With spread arrivals the first and
+// last spread window have fewer streams open, so a backend with room to spare shows about
+// perStream/(perStream+1) of its steady rate; a saturated one shows its rate.
 func (r Run) TokensPerSecond() float64 { return float64(r.Tokens) / r.Elapsed.Seconds() }
 
 // CPUPerToken is the process's CPU per token, in µs.
