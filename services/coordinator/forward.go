@@ -8,12 +8,11 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	coordinatorv1 "github.com/sollol/mesh/gen/go/sollol/coordinator/v1"
-	"github.com/sollol/mesh/services/shared/grpcserver"
+	"github.com/sollol/mesh/services/shared/grpclink"
 	"github.com/sollol/mesh/services/shared/rpcerr"
 )
 
@@ -38,8 +37,7 @@ func (f *forwarder) client(addr string) (coordinatorv1.CoordinatorServiceClient,
 	if c, ok := f.conns[addr]; ok {
 		return coordinatorv1.NewCoordinatorServiceClient(c), nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(grpcserver.MaxMessageBytes), grpc.MaxCallSendMsgSize(grpcserver.MaxMessageBytes)))
+	c, err := grpc.NewClient(addr, grpclink.DialOptions()...)
 	if err != nil {
 		return nil, err
 	}

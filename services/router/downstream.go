@@ -6,7 +6,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 
-	"github.com/sollol/mesh/services/shared/grpcserver"
 	"github.com/sollol/mesh/services/shared/registry"
 )
 
@@ -50,8 +49,7 @@ func (d *downstream) coordinator() (*grpc.ClientConn, error) {
 }
 
 func dial(cli *clientv3.Client, service string) (*grpc.ClientConn, error) {
-	return registry.DialService(cli, service,
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(grpcserver.MaxMessageBytes), grpc.MaxCallSendMsgSize(grpcserver.MaxMessageBytes)))
+	return registry.DialService(cli, service)
 }
 
 // poolConnected reports whether a pool connection was ever made.

@@ -14,7 +14,6 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"log/slog"
 
@@ -23,6 +22,7 @@ import (
 	coordinatorv1 "github.com/sollol/mesh/gen/go/sollol/coordinator/v1"
 	routerv1 "github.com/sollol/mesh/gen/go/sollol/router/v1"
 	"github.com/sollol/mesh/services/router/internal/decide"
+	"github.com/sollol/mesh/services/shared/grpclink"
 	"github.com/sollol/mesh/services/shared/grpcserver"
 )
 
@@ -139,9 +139,7 @@ func (s *Service) Start(ctx context.Context) error {
 		s.view.stop()
 		return err
 	}
-	conn, err := grpc.NewClient(dialable(s.Addr()),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(grpcserver.MaxMessageBytes)))
+	conn, err := grpc.NewClient(dialable(s.Addr()), grpclink.DialOptions()...)
 	if err != nil {
 		return errors.Join(fmt.Errorf("router: gateway connection: %w", err), s.Stop(ctx))
 	}

@@ -22,12 +22,10 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/sollol/mesh/services/shared/grpclink"
 	"github.com/sollol/mesh/services/shared/netutil"
 	"github.com/sollol/mesh/services/shared/registry"
 )
-
-// MaxMessageBytes bounds a single gRPC message; chat requests may carry images.
-const MaxMessageBytes = 32 << 20
 
 // Config is the listening side of one service.
 type Config struct {
@@ -73,13 +71,11 @@ type Service struct {
 // "ollamapool"). Register the service's handlers on Server() before Start.
 func New(name string, cfg Config, deps Deps) *Service {
 	log := deps.Logger.With("component", name)
-	opts := []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(MaxMessageBytes),
-		grpc.MaxSendMsgSize(MaxMessageBytes),
+	opts := append(grpclink.ServerOptions(),
 		// Let clients keep idle connections alive with pings: the router holds long-lived
 		// connections to every pool and coordinator replica.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	}
+	)
 	unary := []grpc.UnaryServerInterceptor{logUnary(log), recoverUnary(log)}
 	stream := []grpc.StreamServerInterceptor{logStream(log), recoverStream(log)}
 	if deps.Metrics != nil {

@@ -10,8 +10,9 @@ import (
 	"go.etcd.io/etcd/client/v3/naming/endpoints"
 	"go.etcd.io/etcd/client/v3/naming/resolver"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/sollol/mesh/services/shared/grpclink"
 )
 
 // ServiceTarget is the etcd naming target of a mesh service ("ollamapool", "coordinator", ...).
@@ -68,15 +69,14 @@ func DialService(cli *clientv3.Client, service string, opts ...grpc.DialOption) 
 	if err != nil {
 		return nil, fmt.Errorf("registry: etcd resolver: %w", err)
 	}
-	base := []grpc.DialOption{
+	base := append(grpclink.DialOptions(),
 		grpc.WithResolvers(builder),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
 		// A replica that vanishes without closing its connections (a killed container, a
 		// lost host) must not keep receiving calls: pings find such a connection dead
 		// within seconds, well before its etcd registration expires.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 3 * time.Second, PermitWithoutStream: true}),
-	}
+	)
 	conn, err := grpc.NewClient("etcd:///"+ServiceTarget(service), append(base, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("registry: dial %s: %w", service, err)
