@@ -31,7 +31,10 @@ import (
 // and compares, in the same run, a streamed chat through the router's gRPC API (router →
 // pool → node) with the same chat sent to the node directly: time to first token (p50/p99)
 // and tokens/s at 1, 64 and 512 concurrent streams, with a fast fake Ollama and with a real
-// one. It also reports the router process's memory per open stream.
+// one. It also reports the sollol process's CPU per request and memory per open stream.
+// Streams arrive spread over one request's duration and the fake streams at
+// ollamafake.TypicalGap; the stress variant streams ten times as fast and the burst variant
+// starts all 64 streams in the same instant (see streambench).
 //
 //	SOLLOL_REQUIRE_OLLAMA=1 go test ./services/e2e -run '^$' -bench MeshEndToEnd -benchtime 1x
 func BenchmarkMeshEndToEnd(b *testing.B) {

@@ -21,7 +21,7 @@ import (
 const (
 	// TypicalGap streams 100 tokens/s per stream: what the real Ollama with the tiny model
 	// delivers per stream at 64 concurrent streams on the project's 2-core machine (about
-	// 6,500 tokens/s in all, see BENCHMARKS.md), and the fast end of what real models
+	// 6,000 tokens/s in all, see BENCHMARKS.md), and the fast end of what real models
 	// stream to one client.
 	TypicalGap = 10 * time.Millisecond
 	// StressGap is ten times that rate, to load the relay path with tokens.
