@@ -3,8 +3,6 @@ package coordinator_test
 import (
 	"context"
 	"fmt"
-	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 	"github.com/sollol/mesh/services/coordinator"
 	"github.com/sollol/mesh/services/coordinator/internal/relay"
 	"github.com/sollol/mesh/services/doubles/llamaservertest"
+	"github.com/sollol/mesh/services/shared/testutil/streambench"
 	"github.com/sollol/mesh/services/shared/tinymodel"
 )
 
@@ -25,80 +24,38 @@ import (
 // benchTokens is the completion length of every benchmark request.
 const benchTokens = 16
 
-// sample is one request's latencies.
-type sample struct{ ttft, total time.Duration }
-
-// pct returns the p-th percentile (0–100) of ds.
-func pct(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(float64(len(s)-1)*p/100+0.5))]
-}
-
-func split(samples []sample) (ttft, total []time.Duration) {
-	for _, s := range samples {
-		ttft, total = append(ttft, s.ttft), append(total, s.total)
-	}
-	return ttft, total
-}
-
-// load runs perStream requests on each of streams goroutines and returns every sample and
-// the wall time.
-func load(b *testing.B, streams, perStream int, one func() (sample, error)) ([]sample, time.Duration) {
-	var mu sync.Mutex
-	var all []sample
-	start := time.Now()
-	concurrently(streams, func(int) {
-		for range perStream {
-			s, err := one()
-			require.NoError(b, err)
-			mu.Lock()
-			all = append(all, s)
-			mu.Unlock()
-		}
-	})
-	return all, time.Since(start)
-}
-
 // viaManager is one Chat through the coordinator-manager's gRPC API.
-func viaManager(r *replica, model string) func() (sample, error) {
-	return func() (sample, error) {
-		start := time.Now()
-		var s sample
-		res := r.chatReqTimed(context.Background(), chatRequest(model, "benchmark prompt", benchTokens), &s.ttft, start)
-		s.total = time.Since(start)
-		if res.err == nil && res.chunks != benchTokens {
-			res.err = fmt.Errorf("%d chunks", res.chunks)
-		}
-		return s, res.err
+func viaManager(r *replica, model string) streambench.Request {
+	return func() (time.Duration, int, error) {
+		var ttft time.Duration
+		res := r.chatReqTimed(context.Background(), chatRequest(model, "benchmark prompt", benchTokens), &ttft, time.Now())
+		return ttft, res.chunks, res.err
 	}
 }
 
 // direct is the same request sent straight to llama-server's OpenAI endpoint.
-func direct(c *relay.Client, addr string) func() (sample, error) {
+func direct(c *relay.Client, addr string) streambench.Request {
 	n := int32(benchTokens)
 	req := relay.ChatRequest{Model: "tiny", Messages: []*commonv1.ChatMessage{{Role: commonv1.Role_ROLE_USER, Content: "benchmark prompt"}},
 		Options: &commonv1.GenerationOptions{MaxTokens: &n, Temperature: ptr(0.0)}}
-	return func() (sample, error) {
+	return func() (time.Duration, int, error) {
 		start := time.Now()
-		var s sample
+		var ttft time.Duration
+		chunks := 0
 		_, err := c.Chat(context.Background(), addr, req, func(string) error {
-			if s.ttft == 0 {
-				s.ttft = time.Since(start)
+			if chunks == 0 {
+				ttft = time.Since(start)
 			}
+			chunks++
 			return nil
 		})
-		s.total = time.Since(start)
-		return s, err
+		return ttft, chunks, err
 	}
 }
 
 // BenchmarkWarmHop measures the latency the manager adds to a warm coordinator: the same
 // chat request through the manager's gRPC API and straight to llama-server, at 1 and 64
-// concurrent streams.
+// concurrent streams (spread over one request's duration, see streambench).
 func BenchmarkWarmHop(b *testing.B) {
 	w := newWorld(b, worldOptions{Devices: gib(1), Models: []string{"tiny"}})
 	r := w.start(w.config(func(c *coordinator.Config) { c.Parallel = 64 }))
@@ -113,24 +70,28 @@ func BenchmarkWarmHop(b *testing.B) {
 			if streams > 1 {
 				per = 25
 			}
+			var window time.Duration
+			measure := func(perStream int, do streambench.Request) streambench.Run {
+				run, err := streambench.Measure(streams, perStream, benchTokens, window, do)
+				require.NoError(b, err)
+				return run
+			}
 			for range b.N {
-				load(b, streams, 10, direct(rc, addr)) // warm both connection pools
-				load(b, streams, 10, viaManager(r, "tiny"))
-				d, dWall := load(b, streams, per, direct(rc, addr))
-				m, mWall := load(b, streams, per, viaManager(r, "tiny"))
-				dT, dTot := split(d)
-				mT, mTot := split(m)
-				ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-				b.ReportMetric(ms(pct(mT, 50)-pct(dT, 50)), "added-ttft-p50-ms")
-				b.ReportMetric(ms(pct(mT, 99)-pct(dT, 99)), "added-ttft-p99-ms")
-				b.ReportMetric(ms(pct(mTot, 50)-pct(dTot, 50)), "added-total-p50-ms")
-				b.ReportMetric(ms(pct(mTot, 99)-pct(dTot, 99)), "added-total-p99-ms")
-				b.ReportMetric(float64(len(m))/mWall.Seconds(), "manager-req/s")
-				b.ReportMetric(float64(len(d))/dWall.Seconds(), "direct-req/s")
+				// Warm both connection pools, and take one request's duration for the spread.
+				warm := measure(10, direct(rc, addr))
+				measure(10, viaManager(r, "tiny"))
+				window = streambench.SpreadOver(warm, 10)
+				d, m := measure(per, direct(rc, addr)), measure(per, viaManager(r, "tiny"))
+				ms := streambench.Ms
+				b.ReportMetric(ms(m.P(50)-d.P(50)), "added-ttft-p50-ms")
+				b.ReportMetric(ms(m.P(99)-d.P(99)), "added-ttft-p99-ms")
+				b.ReportMetric(ms(m.PTotal(50)-d.PTotal(50)), "added-total-p50-ms")
+				b.ReportMetric(ms(m.PTotal(99)-d.PTotal(99)), "added-total-p99-ms")
+				b.ReportMetric(m.RequestsPerSecond(), "manager-req/s")
+				b.ReportMetric(d.RequestsPerSecond(), "direct-req/s")
 				b.Logf("streams=%d requests=%d tokens=%d | TTFT p50/p99 direct %.3f/%.3f ms, manager %.3f/%.3f ms | total p50/p99 direct %.3f/%.3f ms, manager %.3f/%.3f ms | req/s direct %.0f, manager %.0f",
-					streams, len(m), benchTokens, ms(pct(dT, 50)), ms(pct(dT, 99)), ms(pct(mT, 50)), ms(pct(mT, 99)),
-					ms(pct(dTot, 50)), ms(pct(dTot, 99)), ms(pct(mTot, 50)), ms(pct(mTot, 99)),
-					float64(len(d))/dWall.Seconds(), float64(len(m))/mWall.Seconds())
+					streams, len(m.TTFT), benchTokens, ms(d.P(50)), ms(d.P(99)), ms(m.P(50)), ms(m.P(99)),
+					ms(d.PTotal(50)), ms(d.PTotal(99)), ms(m.PTotal(50)), ms(m.PTotal(99)), d.RequestsPerSecond(), m.RequestsPerSecond())
 			}
 		})
 	}
@@ -162,7 +123,7 @@ func BenchmarkColdStart(b *testing.B) {
 			byHand = append(byHand, time.Since(start))
 			p.Stop()
 		}
-		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+		ms, pct := streambench.Ms, streambench.Percentile
 		over := pct(viaMgr, 50) - pct(byHand, 50)
 		b.ReportMetric(ms(over), "overhead-p50-ms")
 		b.ReportMetric(ms(pct(viaMgr, 100)-pct(byHand, 50)), "overhead-max-ms")
@@ -179,23 +140,24 @@ func BenchmarkSwitch(b *testing.B) {
 	for _, m := range []string{"a", "b"} {
 		requireCompleteB(b, r.chat(ctxTimeout(b, time.Minute), m, "warm up", benchTokens))
 	}
+	ttftOf := func(model string) time.Duration {
+		ttft, chunks, err := viaManager(r, model)()
+		require.NoError(b, err)
+		require.Equal(b, benchTokens, chunks)
+		return ttft
+	}
 	const rounds = 300
 	for range b.N {
 		var same, switched []time.Duration
 		for i := range rounds {
-			s, err := viaManager(r, "a")()
-			require.NoError(b, err)
-			same = append(same, s.ttft)
+			same = append(same, ttftOf("a"))
 			model := []string{"a", "b"}[i%2]
-			s, err = viaManager(r, model)()
-			require.NoError(b, err)
-			if model == "b" {
-				switched = append(switched, s.ttft)
+			if ttft := ttftOf(model); model == "b" {
+				switched = append(switched, ttft)
 			}
-			s, err = viaManager(r, "a")()
-			require.NoError(b, err)
+			ttftOf("a")
 		}
-		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+		ms, pct := streambench.Ms, streambench.Percentile
 		b.ReportMetric(ms(pct(switched, 50)), "switch-ttft-p50-ms")
 		b.ReportMetric(ms(pct(switched, 99)), "switch-ttft-p99-ms")
 		b.ReportMetric(ms(pct(same, 50)), "same-ttft-p50-ms")

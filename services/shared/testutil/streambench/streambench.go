@@ -23,6 +23,7 @@ import (
 // Run is what one measurement saw.
 type Run struct {
 	TTFT    []time.Duration // one per request
+	Total   []time.Duration // one per request, the whole stream
 	Tokens  int
 	Elapsed time.Duration
 	CPU     time.Duration // the whole process's
@@ -48,7 +49,9 @@ func Measure(streams, perStream, tokens int, spread time.Duration, do Request) (
 			defer wg.Done()
 			time.Sleep(spread * time.Duration(i) / time.Duration(streams))
 			for range perStream {
+				began := time.Now()
 				ttft, n, err := do()
+				total := time.Since(began)
 				if err == nil && n != tokens {
 					err = fmt.Errorf("%d tokens instead of %d", n, tokens)
 				}
@@ -59,6 +62,7 @@ func Measure(streams, perStream, tokens int, spread time.Duration, do Request) (
 					return
 				}
 				out.TTFT = append(out.TTFT, ttft)
+				out.Total = append(out.Total, total)
 				out.Tokens += n
 				mu.Unlock()
 			}
@@ -90,12 +94,25 @@ func cmpOr(a, b error) error {
 
 // Merge adds another measurement of the same path.
 func (r Run) Merge(o Run) Run {
-	return Run{TTFT: append(slices.Clone(r.TTFT), o.TTFT...), Tokens: r.Tokens + o.Tokens, Elapsed: r.Elapsed + o.Elapsed, CPU: r.CPU + o.CPU}
+	return Run{TTFT: append(slices.Clone(r.TTFT), o.TTFT...), Total: append(slices.Clone(r.Total), o.Total...),
+		Tokens: r.Tokens + o.Tokens, Elapsed: r.Elapsed + o.Elapsed, CPU: r.CPU + o.CPU}
 }
 
 // P is the q-th percentile of time to first token.
-func (r Run) P(q int) time.Duration {
-	s := slices.Clone(r.TTFT)
+func (r Run) P(q int) time.Duration { return Percentile(r.TTFT, q) }
+
+// PTotal is the q-th percentile of the whole stream's time.
+func (r Run) PTotal(q int) time.Duration { return Percentile(r.Total, q) }
+
+// RequestsPerSecond is the request rate over the wall time.
+func (r Run) RequestsPerSecond() float64 { return float64(len(r.TTFT)) / r.Elapsed.Seconds() }
+
+// Percentile is the q-th percentile (0–100) of ds, one of its values; 0 when ds is empty.
+func Percentile(ds []time.Duration, q int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[(len(s)-1)*q/100]
 }

@@ -16,6 +16,7 @@ func TestMeasureCountsEveryRequest(t *testing.T) {
 	require.Len(t, r.TTFT, 20)
 	require.Equal(t, 60, r.Tokens)
 	require.Equal(t, time.Millisecond, r.P(50))
+	require.Len(t, r.Total, 20)
 	both := r.Merge(r)
 	require.Len(t, both.TTFT, 40)
 	require.Len(t, r.TTFT, 20, "merging leaves the parts alone")
@@ -32,6 +33,8 @@ func TestPercentiles(t *testing.T) {
 	require.Equal(t, time.Duration(3), r.P(50))
 	require.Equal(t, time.Duration(4), r.P(99))
 	require.Equal(t, 0.5, Ms(500*time.Microsecond))
+	require.Equal(t, time.Duration(5), Percentile([]time.Duration{5, 1, 4, 2, 3}, 100))
+	require.Equal(t, time.Duration(0), Percentile(nil, 50))
 }
 
 func TestSpreadStartsStreamsApart(t *testing.T) {
@@ -44,6 +47,7 @@ func TestSpreadStartsStreamsApart(t *testing.T) {
 		mu.Lock()
 		starts = append(starts, time.Since(t0))
 		mu.Unlock()
+		time.Sleep(5 * time.Millisecond)
 		return 0, 1, nil
 	})
 	require.NoError(t, err)
@@ -52,5 +56,6 @@ func TestSpreadStartsStreamsApart(t *testing.T) {
 		require.GreaterOrEqual(t, s, time.Duration(i)*100*time.Millisecond, "stream %d starts at its share of the spread", i)
 	}
 	require.GreaterOrEqual(t, r.Elapsed, 300*time.Millisecond, "the wall time includes the last stream's wait")
+	require.GreaterOrEqual(t, r.PTotal(0), 5*time.Millisecond, "a request's total time is all of its call")
 	require.Equal(t, 5*time.Millisecond, SpreadOver(Run{Elapsed: 20 * time.Millisecond}, 4))
 }
